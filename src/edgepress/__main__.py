@@ -1,0 +1,3 @@
+from edgepress.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Training-time compression stages: finetune (and, later, distill and prune) plus post-training quantization."""

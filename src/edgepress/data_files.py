@@ -1,0 +1,104 @@
+"""Reading one local data file (csv, tsv, jsonl, parquet) with errors that name the file and row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from edgepress.errors import DataError
+
+SUFFIX_FORMAT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class RawSplit:
+    """A split as read, before labels become ids; ``origin`` names it in error messages."""
+
+    frame: pd.DataFrame
+    origin: str
+
+
+def read_table(path: Path, fmt: str = "auto", header: bool = True) -> RawSplit:
+    """Read a file into a RawSplit; ``fmt='auto'`` picks the format from the extension."""
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check the path")
+    fmt = _format_of(path, fmt)
+    if fmt == "parquet":
+        frame = _read_parquet(path)
+    else:
+        text = _decode(path)
+        if not text.strip():
+            raise DataError(f"data file {path} is empty; point the recipe at a file with examples")
+        frame = _read_jsonl(path, text) if fmt == "jsonl" else _read_delimited(path, text, fmt, header)
+    return RawSplit(frame, str(path))
+
+
+def _format_of(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    try:
+        return SUFFIX_FORMAT[path.suffix.lower()]
+    except KeyError:
+        raise DataError(
+            f"cannot tell the format of {path} from its extension; rename it to one of "
+            f"{', '.join(SUFFIX_FORMAT)} or set data.format"
+        ) from None
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-save the file as UTF-8 (e.g. `iconv -f cp1252 -t utf-8`)"
+        ) from None
+
+
+def _read_delimited(path: Path, text: str, fmt: str, header: bool) -> pd.DataFrame:
+    # TSV files in NLP (GLUE, SST-2) are unquoted: a quote character is part of the text.
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep="\t" if fmt == "tsv" else ",",
+            header=0 if header else None,
+            dtype=str,
+            keep_default_na=False,
+            quoting=quoting,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path} is not a valid {fmt.upper()} file: {str(exc).strip()}") from None
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object with named fields")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
+        raise DataError(f"{path} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+    frame.columns = [str(c) for c in frame.columns]
+    return frame

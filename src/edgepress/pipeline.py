@@ -1,0 +1,113 @@
+"""Running a recipe: each stage reads the previous artifact and writes its own, or is skipped
+when its manifest shows the same config and inputs (resume)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgepress.data import SplitData, load_data
+from edgepress.models import is_local, resolve_source
+from edgepress.recipe import Recipe, recipe_to_yaml
+from edgepress.runs import (
+    MANIFEST_SCHEMA,
+    RunFolder,
+    current_manifest,
+    environment,
+    file_hashes,
+    fingerprint,
+    tree_hash,
+    write_manifest,
+)
+from edgepress.stages import get_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage function gets: the recipe, the data, where to read and where to write."""
+
+    recipe: Recipe
+    data: SplitData
+    input_model: str  # the recipe's model source for the first stage, else the previous artifact folder
+    out_dir: Path  # temporary folder; renamed into place when the stage returns
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    folder: Path
+    manifest: dict[str, Any]
+    skipped: bool
+
+
+def run_recipe(recipe: Recipe, force: bool = False) -> list[StageOutcome]:
+    run = RunFolder(Path(recipe.output_dir) / recipe.name)
+    data = load_data(recipe.data)
+    log.info("data %s: %s", recipe.data.source, data.describe())
+    run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+    source = resolve_source(recipe.model.name_or_path)
+    source_hash = _source_hash(source, recipe)
+    outcomes = []
+    for index, name in enumerate(recipe.stages, start=1):
+        folder = run.stage_dir(index, name)
+        config = stage_config(recipe, name, reads_model_section=index == 1)
+        inputs = {"model": source_hash, "data": data.fingerprint}
+        expected = fingerprint(name, config, inputs)
+        manifest = None if force else current_manifest(folder, expected)
+        skipped = manifest is not None
+        if skipped:
+            log.info("%s: skipped, up to date (config and inputs match its manifest; --force re-runs it)", folder)
+        else:
+            context = StageContext(recipe, data, source, folder)
+            manifest = _run_stage(run, context, name, config, inputs, expected)
+        outcomes.append(StageOutcome(name, folder, manifest, skipped))
+        source, source_hash = str(folder), manifest["artifact_hash"]
+    return outcomes
+
+
+def stage_config(recipe: Recipe, stage: str, reads_model_section: bool) -> dict[str, Any]:
+    """The part of the recipe a stage depends on; a change anywhere else does not re-run it."""
+    config: dict[str, Any] = {stage: getattr(recipe, stage).model_dump(mode="json"), "seed": recipe.seed}
+    config["data"] = recipe.data.model_dump(mode="json")
+    if reads_model_section:
+        config["model"] = recipe.model.model_dump(mode="json")
+    return config
+
+
+def _run_stage(
+    run: RunFolder, context: StageContext, name: str, config: dict[str, Any], inputs: dict[str, str], expected: str
+) -> dict[str, Any]:
+    log.info("%s: running %s", context.out_dir, name)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    with run.staging(context.out_dir) as partial:
+        metrics = get_stage(name).load()(StageContext(context.recipe, context.data, context.input_model, partial))
+        outputs = file_hashes(partial)
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "stage": name,
+            "fingerprint": expected,
+            "config": config,
+            "inputs": inputs,
+            "input_model": context.input_model,
+            "outputs": outputs,
+            "artifact_hash": tree_hash(outputs),
+            "metrics": metrics,
+            "started_at": started_at,
+            "wall_time_s": round(time.perf_counter() - start, 2),
+            "environment": environment(),
+        }
+        write_manifest(partial, manifest)
+    return manifest
+
+
+def _source_hash(source: str, recipe: Recipe) -> str:
+    if is_local(source):
+        return tree_hash(file_hashes(Path(source)))
+    return f"hub:{source}@{recipe.model.revision or 'default-branch'}"

@@ -1,0 +1,138 @@
+"""Run folders, stage manifests, atomic writes and resume.
+
+Layout: ``<output_dir>/<name>/recipe.yaml`` (the resolved recipe of the last run) and one folder
+per stage, ``NN-<stage>/``, holding the artifact and ``edgepress.json``. A stage writes into a
+hidden temporary folder that is renamed into place only when the stage has finished, so a
+crash never leaves a half-written artifact where a later stage (or a user) would read it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+MANIFEST = "edgepress.json"
+MANIFEST_SCHEMA = 1
+TRACKED_PACKAGES = (
+    "edgepress", "torch", "transformers", "datasets", "accelerate", "onnx", "onnxruntime",
+    "optimum", "optimum-onnx", "neural-compressor", "numpy", "scikit-learn",
+)  # fmt: skip
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file below ``folder`` except the manifest, keyed by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): hash_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+
+
+def tree_hash(hashes: dict[str, str]) -> str:
+    """One hash for a folder, from its per-file hashes."""
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
+    """What decides whether a stage must run again: its name, resolved config and input hashes."""
+    payload = {"stage": stage, "config": config, "inputs": inputs, "edgepress": package_version("edgepress")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def package_version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    versions = {name: package_version(name) for name in TRACKED_PACKAGES}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": {k: v for k, v in versions.items() if v},
+    }
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def stage_dir(self, index: int, stage: str) -> Path:
+        return self.root / f"{index:02d}-{stage}"
+
+    def write_text(self, name: str, text: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / name
+        partial = target.with_name(f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+        return target
+
+    @contextlib.contextmanager
+    def staging(self, final: Path) -> Iterator[Path]:
+        """Yield an empty temporary folder; on success it replaces ``final``, on error it is removed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.root / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+        partial.mkdir()
+        try:
+            yield partial
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        _swap_into_place(partial, final)
+
+
+def _swap_into_place(partial: Path, final: Path) -> None:
+    # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
+    retired = None
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(retired)
+    partial.rename(final)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def current_manifest(folder: Path, expected_fingerprint: str) -> Optional[dict[str, Any]]:
+    """The stage's manifest if the stage need not run again: same fingerprint, outputs untouched."""
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("fingerprint") != expected_fingerprint:
+        return None
+    if file_hashes(folder) != manifest.get("outputs"):
+        return None  # an artifact file was changed or removed since the stage wrote it
+    return manifest

@@ -1,0 +1,41 @@
+"""What a run prints when it ends: one row per stage, and the headline metric."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from edgepress.pipeline import StageOutcome
+
+
+def _percent(metrics: dict, split: str, key: str) -> str:
+    value = metrics.get(split, {}).get(key)
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def print_summary(outcomes: list["StageOutcome"], console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    table = Table(title="edgepress run")
+    for column in ("stage", "status", "time", "val acc", "test acc", "test F1", "artifact"):
+        table.add_column(column, justify="right" if column in ("time", "val acc", "test acc", "test F1") else "left", overflow="fold")
+    for outcome in outcomes:
+        metrics = outcome.manifest.get("metrics", {})
+        table.add_row(
+            outcome.stage,
+            "up to date" if outcome.skipped else "ran",
+            f"{outcome.manifest.get('wall_time_s', 0):.0f} s",
+            _percent(metrics, "validation", "accuracy"),
+            _percent(metrics, "test", "accuracy"),
+            _percent(metrics, "test", "f1_macro"),
+            str(outcome.folder),
+        )
+    console.print(table)
+    last = outcomes[-1]
+    metrics = last.manifest.get("metrics", {})
+    console.print(
+        f"{last.stage}: test accuracy {_percent(metrics, 'test', 'accuracy')}, "
+        f"macro-F1 {_percent(metrics, 'test', 'f1_macro')} ({last.folder})"
+    )

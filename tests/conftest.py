@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny BERT built from a config, and tiny synthetic datasets written to disk."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+FILLER = [f"w{i}" for i in range(40)]
+KEYWORDS = {"sports": ["goal", "match", "team"], "politics": ["vote", "party", "minister"], "tech": ["chip", "code", "phone"]}
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def synthetic_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("sports", "politics", "tech")) -> list[dict]:
+    """Texts of filler words with one class keyword: separable, so a tiny model learns it in a few steps."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.choices(FILLER, k=rng.randint(4, 10))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(KEYWORDS[label]))
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict], fmt: str | None = None, header: bool = True) -> Path:
+    fmt = fmt or path.suffix.lstrip(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif fmt == "parquet":
+        import pandas as pd
+
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        columns = list(rows[0])
+        lines = [sep.join(columns)] if header else []
+        lines += [sep.join(str(r[c]) for c in columns) for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def build_tiny_bert(folder: Path, num_labels: int | None = None, layers: int = 2) -> Path:
+    """A 2-layer, hidden-32 BERT with a word-level vocabulary of the synthetic words, saved as safetensors."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + FILLER + [w for words in KEYWORDS.values() for w in words] + ["unseen"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    if num_labels:
+        config.num_labels = num_labels
+        model = BertForSequenceClassification(config)
+    else:
+        model = BertModel(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny encoder without a classification head, like a pre-trained checkpoint."""
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    return write_rows(tmp_path_factory.mktemp("data") / "topics.csv", synthetic_rows(600))
+
+
+def tiny_recipe(tmp_path: Path, model: Path, data: Path, **finetune) -> "object":
+    """A recipe for the tiny model: short sequences, a learning rate a 32-wide model needs."""
+    from edgepress.recipe import validate_recipe
+
+    settings = {"learning_rate": 3e-3, "epochs": 8, "batch_size": 16, "max_seq_length": 24, "warmup_ratio": 0.0, "logging_steps": 50}
+    settings.update(finetune)
+    return validate_recipe(
+        {
+            "name": "tiny",
+            "output_dir": str(tmp_path / "runs"),
+            "stages": ["finetune"],
+            "model": {"name_or_path": str(model)},
+            "data": {"source": str(data)},
+            "finetune": settings,
+        }
+    )
