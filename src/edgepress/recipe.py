@@ -208,7 +208,9 @@ def format_validation_error(exc: ValidationError) -> str:
             problems.append(f"{path}: unknown key (check the spelling; `edgepress recipe show` lists every key)")
             continue
         message = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{path}: {message} (got {err.get('input')!r})")
+        value = err.get("input")
+        # a check across fields reports the whole section as its input: its message says enough
+        problems.append(f"{path}: {message}" if isinstance(value, dict) else f"{path}: {message} (got {value!r})")
     return "; ".join(problems)
 
 
