@@ -19,7 +19,7 @@ import pandas as pd
 
 from edgepress.data_files import SUFFIX_FORMAT, RawSplit, read_table
 from edgepress.errors import DataError
-from edgepress.recipe import DataSection
+from edgepress.sections import DataSection
 
 if TYPE_CHECKING:
     import datasets

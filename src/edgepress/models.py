@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from edgepress.errors import ModelError
-from edgepress.recipe import ModelSection
+from edgepress.sections import ModelSection
 
 if TYPE_CHECKING:
     from torch import nn
@@ -69,8 +69,14 @@ def check_weights_are_safe(source: str, allow_pickle: bool) -> None:
         )
 
 
-def load_classifier(cfg: ModelSection, labels: list[str]) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """A sequence classifier for ``labels`` and its tokenizer, from the configured source."""
+def load_classifier(
+    cfg: ModelSection, labels: list[str], attn_implementation: str | None = None, require_head: bool = False
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """A sequence classifier for ``labels`` and its tokenizer, from the configured source.
+
+    ``require_head`` refuses a model that is not already trained for exactly these labels (a teacher).
+    ``attn_implementation="eager"`` is needed where attention probabilities are read.
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve_source(cfg.name_or_path)
@@ -79,6 +85,11 @@ def load_classifier(cfg: ModelSection, labels: list[str]) -> tuple["PreTrainedMo
     with _loading(cfg.name_or_path, source):
         config = AutoConfig.from_pretrained(source, **common)
         keep_head = _has_head_for(config, labels)
+        if require_head and not keep_head:
+            raise ModelError(
+                f"{cfg.name_or_path} is not a classifier trained for the labels {', '.join(labels)}; "
+                "run finetune first (stages: [finetune, distill]) or give a teacher fine-tuned on this data"
+            )
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
@@ -87,6 +98,7 @@ def load_classifier(cfg: ModelSection, labels: list[str]) -> tuple["PreTrainedMo
             config=config,
             use_safetensors=None if cfg.allow_pickle else True,
             ignore_mismatched_sizes=True,  # a head trained for other labels is replaced, not an error
+            attn_implementation=attn_implementation,
             **common,
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **common)

@@ -3,9 +3,10 @@ when its manifest shows the same config and inputs (resume)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class StageContext:
     recipe: Recipe
     data: SplitData
     input_model: str  # the recipe's model source for the first stage, else the previous artifact folder
+    input_hash: str  # hash of the input model's files (or its Hub id and revision)
     out_dir: Path  # temporary folder; renamed into place when the stage returns
 
 
@@ -64,7 +66,7 @@ def run_recipe(recipe: Recipe, force: bool = False) -> list[StageOutcome]:
         if skipped:
             log.info("%s: skipped, up to date (config and inputs match its manifest; --force re-runs it)", folder)
         else:
-            context = StageContext(recipe, data, source, folder)
+            context = StageContext(recipe, data, source, source_hash, folder)
             manifest = _run_stage(run, context, name, config, inputs, expected)
         outcomes.append(StageOutcome(name, folder, manifest, skipped))
         source, source_hash = str(folder), manifest["artifact_hash"]
@@ -87,7 +89,8 @@ def _run_stage(
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     with run.staging(context.out_dir) as partial:
-        metrics = get_stage(name).load()(StageContext(context.recipe, context.data, context.input_model, partial))
+        # through JSON and back, so that a fresh manifest equals the one a later run reads from disk
+        metrics = json.loads(json.dumps(get_stage(name).load()(replace(context, out_dir=partial)), default=str))
         outputs = file_hashes(partial)
         manifest = {
             "schema": MANIFEST_SCHEMA,

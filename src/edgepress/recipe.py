@@ -9,105 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from edgepress.errors import RecipeError
+from edgepress.sections import DataSection, DistillSection, FinetuneSection, ModelSection, Section
 from edgepress.stages import STAGES, check_stage_order
-
-
-class Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSection(Section):
-    name_or_path: str = Field(
-        "builtin:minilm-l6",
-        description="Teacher to start from: a local folder, a Hub id, or builtin:minilm-l6.",
-    )
-    revision: Optional[str] = Field(
-        None, description="Hub revision (branch, tag or commit); pin a commit for reproducible runs."
-    )
-    trust_remote_code: bool = Field(
-        False, description="Run model code shipped with a Hub repo. Only turn on for repos you trust."
-    )
-    allow_pickle: bool = Field(
-        False, description="Accept pickle weights (pytorch_model.bin). Pickle can execute code on load."
-    )
-
-
-class DataSection(Section):
-    source: str = Field(
-        "builtin:bbc-news",
-        description="A csv/tsv/jsonl/parquet file, a folder with train/validation/test files, "
-        "a Hub dataset id, or builtin:bbc-news.",
-    )
-    train_file: Optional[str] = Field(None, description="Explicit training file (overrides source).")
-    validation_file: Optional[str] = Field(
-        None, description="Explicit validation file; split off the training data when absent."
-    )
-    test_file: Optional[str] = Field(
-        None, description="Explicit test file; split off the training data when absent."
-    )
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
-        "auto", description="File format; auto picks it from the file extension."
-    )
-    header: bool = Field(
-        True, description="csv/tsv files have a header row. If false, name columns by position: '0', '1', ..."
-    )
-    text_column: str = Field("text", description="Column with the input text.")
-    text_pair_column: Optional[str] = Field(
-        None, description="Second text column for sentence-pair tasks (NLI, paraphrase)."
-    )
-    label_column: str = Field("label", description="Column with the label, as int or string.")
-    hub_subset: Optional[str] = Field(None, description="Hub dataset configuration name, e.g. 'sst2' of 'glue'.")
-    hub_revision: Optional[str] = Field(None, description="Hub dataset revision.")
-    validation_size: float = Field(
-        0.15, gt=0, lt=1, description="Fraction split off for validation when no validation split is given."
-    )
-    test_size: float = Field(
-        0.15, gt=0, lt=1, description="Fraction split off for test when no test split is given."
-    )
-    split_seed: int = Field(42, description="Seed of the stratified train/validation/test split.")
-    max_train_samples: Optional[int] = Field(
-        None, gt=0, description="Use at most this many training examples (a seeded sample); for quick trials."
-    )
-
-    @model_validator(mode="after")
-    def _sizes_leave_training_data(self) -> "DataSection":
-        if self.validation_size + self.test_size >= 0.9:
-            raise ValueError(
-                f"validation_size + test_size = {self.validation_size + self.test_size:.2f} leaves "
-                "too little training data; keep the sum below 0.9"
-            )
-        return self
-
-
-class FinetuneSection(Section):
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
-    epochs: float = Field(3.0, gt=0, description="Training epochs (fractions allowed).")
-    max_steps: Optional[int] = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = Field(16, gt=0, description="Training batch size per device.")
-    eval_batch_size: int = Field(64, gt=0, description="Evaluation batch size.")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="Batches accumulated per optimizer step.")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming the learning rate up.")
-    lr_scheduler: Literal["linear", "cosine"] = Field("linear", description="Learning-rate decay after warm-up.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated to this many tokens.")
-    metric_for_best_model: Literal["accuracy", "f1_macro"] = Field(
-        "accuracy", description="Validation metric that picks the best epoch and drives early stopping."
-    )
-    early_stopping_patience: Optional[int] = Field(
-        None, gt=0, description="Stop after this many evaluations without improvement; off when null."
-    )
-    early_stopping_threshold: float = Field(0.0, ge=0, description="Smallest improvement that counts.")
-    freeze_embeddings: bool = Field(False, description="Keep the embedding layer fixed (faster, less memory).")
-    freeze_layers: int = Field(0, ge=0, description="Keep the first N encoder layers fixed.")
-    logging_steps: int = Field(10, gt=0, description="Log the training loss every N steps.")
 
 
 class Recipe(Section):
@@ -118,6 +27,7 @@ class Recipe(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="The model to start from.")
     data: DataSection = Field(default_factory=DataSection, description="The dataset and its splits.")
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Teacher fine-tuning.")
+    distill: DistillSection = Field(default_factory=DistillSection, description="Distillation into a student.")
 
     @field_validator("name")
     @classmethod

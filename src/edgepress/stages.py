@@ -28,6 +28,7 @@ STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         StageSpec("finetune", "edgepress.compress.finetune:run_stage", "fine-tune the teacher with the Trainer"),
+        StageSpec("distill", "edgepress.compress.distill:run_stage", "distill the teacher into a smaller student"),
     )
 }
 

@@ -1,0 +1,224 @@
+"""Stage ``distill``: train a smaller student to imitate the fine-tuned teacher.
+
+Losses: hard-label cross-entropy, soft-label KL at temperature T (Hinton et al.), hidden-state
+MSE under a layer map with a learned projection when widths differ (TinyBERT), and attention KL
+(MiniLM). Training runs through the Transformers ``Trainer`` with a ``compute_loss`` override, so
+distributed launchers work; the teacher's outputs come from a cache (teacher_cache.py), so the
+teacher never runs inside the training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from edgepress.compress import losses, teacher_cache
+from edgepress.compress.augment import augment_texts
+from edgepress.compress.students import Student, build_student, check_compatible, layer_map
+from edgepress.compress.teacher_cache import CacheRequest, TeacherOutputs
+from edgepress.compress.training import early_stopping, scratch_dir, train_summary, training_arguments
+from edgepress.features import tokenize_split
+from edgepress.metrics import evaluate_torch, trainer_metrics
+from edgepress.models import encoder_parts, load_classifier, save_artifact
+from edgepress.runs import read_manifest
+from edgepress.sections import DistillLossSection
+
+if TYPE_CHECKING:
+    import datasets
+
+    from edgepress.pipeline import StageContext
+
+log = logging.getLogger(__name__)
+
+
+class DistillationModule(nn.Module):
+    """The student plus the projections that map its hidden states to the teacher's width.
+    The projections exist only for training; the saved artifact is the student alone."""
+
+    def __init__(self, student: nn.Module, projections: dict[int, nn.Module]):
+        super().__init__()
+        self.student = student
+        self.projections = nn.ModuleDict({str(k): v for k, v in projections.items()})
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.student(**inputs)
+
+
+class DistillTrainer(Trainer):
+    def __init__(self, *args: Any, teacher: TeacherOutputs, loss_cfg: DistillLossSection, mapping: dict[int, int], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        self.loss_cfg = loss_cfg
+        self.mapping = mapping
+        self.term_sums: dict[str, float] = defaultdict(float)
+        self.term_count = 0
+        self.final_terms: dict[str, float] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        idx = inputs.pop("idx", None)
+        labels = inputs.pop("labels")
+        training = model.training and idx is not None
+        cfg = self.loss_cfg
+        out = model.student(
+            **inputs,
+            output_hidden_states=training and cfg.hidden_weight > 0,
+            output_attentions=training and cfg.attention_weight > 0,
+        )
+        hard = nn.functional.cross_entropy(out.logits, labels)
+        if not training:  # evaluation: the validation split has labels, not teacher outputs
+            return (hard, {"logits": out.logits}) if return_outputs else hard
+        terms = self._terms(model, out, hard, idx, inputs["attention_mask"])
+        weights = {"hard": cfg.hard_weight, "soft": cfg.soft_weight, "hidden": cfg.hidden_weight, "attention": cfg.attention_weight}
+        loss = sum(weights[name] * value for name, value in terms.items())
+        self._record(terms)
+        return (loss, {"logits": out.logits}) if return_outputs else loss
+
+    def _terms(self, model, out, hard, idx, mask) -> dict[str, torch.Tensor]:
+        cfg, teacher, seq = self.loss_cfg, self.teacher, mask.shape[1]
+        idx = idx.cpu()
+        terms = {"hard": hard}
+        if cfg.soft_weight > 0:
+            terms["soft"] = losses.soft_kl(out.logits, teacher.logits[idx].to(out.logits.device), cfg.temperature)
+        if cfg.hidden_weight > 0:
+            terms["hidden"] = sum(
+                losses.hidden_mse(
+                    model.projections[str(s)](out.hidden_states[s + 1]),
+                    teacher.hidden[t][idx, :seq].to(mask.device),
+                    mask,
+                )
+                for s, t in self.mapping.items()
+            ) / len(self.mapping)
+        if cfg.attention_weight > 0:
+            terms["attention"] = sum(
+                losses.attention_kl(out.attentions[s], teacher.attentions[t][idx, :, :seq, :seq].to(mask.device), mask)
+                for s, t in self.mapping.items()
+            ) / len(self.mapping)
+        return terms
+
+    def _record(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            self.term_sums[name] += float(value.detach())
+        self.term_count += 1
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self.term_count:  # a training log: add each term's mean since the last one
+            self.final_terms = {f"loss_{k}": round(v / self.term_count, 6) for k, v in self.term_sums.items()}
+            logs.update(self.final_terms)
+            self.term_sums.clear()
+            self.term_count = 0
+        super().log(logs, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_stage(ctx: "StageContext") -> dict[str, Any]:
+    from transformers import set_seed
+
+    cfg = ctx.recipe.distill
+    set_seed(ctx.recipe.seed)
+    attn = "eager" if cfg.loss.attention_weight > 0 else None  # only eager attention returns probabilities
+    teacher_section = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
+    teacher, teacher_tokenizer = load_classifier(teacher_section, ctx.data.labels, attn_implementation=attn, require_head=True)
+    student = build_student(teacher, teacher_tokenizer, cfg.student, ctx.recipe.model, attn)
+    check_compatible(teacher, teacher_tokenizer, student, cfg.loss)
+    teacher_depth = len(encoder_parts(teacher)[1])
+    mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
+    rows = transfer_set(ctx, cfg.augment.factor)
+    outputs = _teacher_outputs(ctx, teacher, teacher_tokenizer, rows, mapping)
+    rows["label"] = [label if label >= 0 else int(outputs.logits[i].argmax()) for i, label in enumerate(rows["label"])]
+    projections = _projections(student, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
+    del teacher
+    with scratch_dir(ctx.out_dir) as work:
+        summary = _train(ctx, student, projections, rows, outputs, mapping, work)
+    save_artifact(student.model, student.tokenizer, ctx.out_dir)
+    metrics = evaluate_torch(student.model, student.tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size)
+    return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": _describe(student, mapping, len(rows["text"]))}
+
+
+def transfer_set(ctx: "StageContext", factor: int) -> dict[str, list]:
+    """The training split plus augmented copies; copies get label -1 until the teacher labels them."""
+    train = ctx.data.train.to_dict()
+    rows = {k: list(train[k]) for k in ("text", "text_pair", "label") if k in train}
+    if factor:
+        texts, origins = augment_texts(rows["text"], ctx.recipe.distill.augment, ctx.recipe.seed)
+        if "text_pair" in rows:
+            rows["text_pair"] += [rows["text_pair"][i] for i in origins]
+        rows["text"] += texts
+        rows["label"] += [-1] * len(texts)
+    return rows
+
+
+def _teacher_outputs(ctx, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
+    cfg = ctx.recipe.distill
+    layers = tuple(sorted(set(mapping.values())))
+    request = CacheRequest(
+        teacher_hash=ctx.input_hash,
+        max_length=cfg.max_seq_length,
+        hidden_layers=layers if cfg.loss.hidden_weight > 0 else (),
+        attention_layers=layers if cfg.loss.attention_weight > 0 else (),
+    )
+    # beside the stage folders, so that later stages distilling from this teacher reuse it
+    return teacher_cache.teacher_outputs(teacher, tokenizer, rows, request, ctx.out_dir.parent / "cache", cfg.eval_batch_size)
+
+
+def _projections(student: Student, teacher_width: int, mapping: dict[int, int], needed: bool) -> dict[int, nn.Module]:
+    width = student.model.config.hidden_size
+    if not needed:
+        return {}
+    return {s: (nn.Linear(width, teacher_width) if width != teacher_width else nn.Identity()) for s in mapping}
+
+
+def _train(ctx, student: Student, projections, rows, outputs, mapping, work) -> dict[str, Any]:
+    import datasets
+    from transformers import DataCollatorWithPadding
+
+    cfg = ctx.recipe.distill
+    train: "datasets.Dataset" = tokenize_split(datasets.Dataset.from_dict({**rows, "idx": list(range(len(rows["text"])))}), student.tokenizer, cfg.max_seq_length)
+    validation = tokenize_split(ctx.data.validation, student.tokenizer, cfg.max_seq_length)
+    trainer = DistillTrainer(
+        model=DistillationModule(student.model, projections),
+        # the wrapper hides the student's signature: keep idx for compute_loss, and name the labels
+        args=training_arguments(cfg, len(train), ctx.recipe.seed, work, remove_unused_columns=False, label_names=["labels"]),
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=student.tokenizer,
+        data_collator=DataCollatorWithPadding(student.tokenizer),
+        compute_metrics=trainer_metrics,
+        callbacks=early_stopping(cfg),
+        teacher=outputs,
+        loss_cfg=cfg.loss,
+        mapping=mapping,
+    )
+    summary = train_summary(trainer, trainer.train(), cfg)
+    return {**summary, **trainer.final_terms}
+
+
+def _comparison(ctx: "StageContext", metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The student's test accuracy as a fraction of the teacher's, when the teacher's is known."""
+    manifest = read_manifest(Path(ctx.input_model)) if Path(ctx.input_model).is_dir() else None
+    teacher_test = ((manifest or {}).get("metrics") or {}).get("test")
+    if not teacher_test:
+        return {}
+    return {"teacher_test": teacher_test, "test_accuracy_retained": round(metrics["test"]["accuracy"] / teacher_test["accuracy"], 4)}
+
+
+def _describe(student: Student, mapping: dict[int, int], transfer_size: int) -> dict[str, Any]:
+    config = student.model.config
+    return {
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "teacher_layers": student.teacher_layers,
+        "layer_map": mapping,
+        "parameters": sum(p.numel() for p in student.model.parameters()),
+        "transfer_set_size": transfer_size,
+    }
+

@@ -1,0 +1,35 @@
+"""Distillation loss terms, as plain functions of tensors.
+
+Shapes: logits [B, C]; hidden states [B, L, H]; attention probabilities [B, heads, L, L];
+mask [B, L] with 1 on real tokens. Padding positions never contribute.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, times T^2 so that its gradient
+    scale does not shrink as T grows (Hinton et al., 2015)."""
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real tokens' hidden vectors (TinyBERT)."""
+    weights = mask.unsqueeze(-1).to(student.dtype)
+    squared = (student - teacher.to(student.dtype)).pow(2) * weights
+    return squared.sum() / (weights.sum() * student.shape[-1]).clamp_min(1.0)
+
+
+def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of each head's attention distribution, averaged over real query rows
+    (MiniLM). Key positions that are padding carry zero probability in both, so they add nothing."""
+    teacher = teacher.to(student.dtype)
+    eps = torch.finfo(student.dtype).tiny
+    per_row = (teacher * (teacher.clamp_min(eps).log() - student.clamp_min(eps).log())).sum(-1)  # [B, heads, L]
+    rows = mask.unsqueeze(1).to(student.dtype).expand_as(per_row)
+    return (per_row * rows).sum() / rows.sum().clamp_min(1.0)

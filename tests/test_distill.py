@@ -1,0 +1,195 @@
+import math
+import random
+
+import pytest
+import torch
+
+from conftest import build_tiny_bert, tiny_recipe
+from edgepress.compress import distill, losses, teacher_cache
+from edgepress.compress.augment import augment_texts
+from edgepress.compress.students import build_student, check_compatible, evenly_spaced, layer_map
+from edgepress.compress.teacher_cache import CacheRequest, run_teacher
+from edgepress.errors import RecipeError
+from edgepress.models import load_classifier
+from edgepress.pipeline import run_recipe
+from edgepress.recipe import validate_recipe
+from edgepress.sections import AugmentSection, DistillLossSection, ModelSection, StudentSection
+
+LABELS = ["politics", "sports", "tech"]
+TEXTS = {"text": ["w1 goal w2 w3", "vote w4", "w5 w6 chip w7 w8 w9", "team w1"]}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    folder = build_tiny_bert(tmp_path_factory.mktemp("teacher") / "t", layers=4)
+    return load_classifier(ModelSection(name_or_path=str(folder)), LABELS, attn_implementation="eager")
+
+
+def distill_recipe(tmp_path, model, data, **distill_settings):
+    base = tiny_recipe(tmp_path, model, data).model_dump(mode="json")
+    base["stages"] = ["finetune", "distill"]
+    settings = {"learning_rate": 3e-3, "epochs": 8, "batch_size": 16, "max_seq_length": 24, "warmup_ratio": 0.0, "logging_steps": 50}
+    settings.update(distill_settings)
+    base["distill"] = settings
+    return validate_recipe(base)
+
+
+def test_evenly_spaced_layers_follow_distilbert():
+    assert evenly_spaced(6, 3) == [0, 2, 4]
+    assert evenly_spaced(12, 6) == [0, 2, 4, 6, 8, 10]
+    assert evenly_spaced(4, 1) == [0]
+
+
+def test_layer_subset_student_copies_the_chosen_teacher_layers(teacher):
+    model, tokenizer = teacher
+    student = build_student(model, tokenizer, StudentSection(layers=[1, 3]), ModelSection())
+    assert student.model.config.num_hidden_layers == 2 and student.teacher_layers == [1, 3]
+    t, s = model.state_dict(), student.model.state_dict()
+    for name in ("attention.self.query.weight", "intermediate.dense.weight", "output.LayerNorm.bias"):
+        assert torch.equal(s[f"bert.encoder.layer.0.{name}"], t[f"bert.encoder.layer.1.{name}"])
+        assert torch.equal(s[f"bert.encoder.layer.1.{name}"], t[f"bert.encoder.layer.3.{name}"])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
+
+
+def test_narrower_student_is_sliced_from_the_teacher_and_random_one_is_not(teacher):
+    model, tokenizer = teacher
+    spec = StudentSection(num_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32)
+    student = build_student(model, tokenizer, spec, ModelSection())
+    t, s = model.state_dict(), student.model.state_dict()
+    assert s["bert.encoder.layer.1.intermediate.dense.weight"].shape == (32, 16)
+    assert torch.equal(s["bert.encoder.layer.1.intermediate.dense.weight"], t["bert.encoder.layer.2.intermediate.dense.weight"][:32, :16])
+    random_student = build_student(model, tokenizer, spec.model_copy(update={"from_teacher": False}), ModelSection())
+    assert not torch.equal(random_student.model.state_dict()["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"][:, :16])
+
+
+def test_student_layers_beyond_the_teacher_are_a_recipe_error(teacher):
+    with pytest.raises(RecipeError, match="names layer 7 but the teacher has 4 layers"):
+        build_student(*teacher, StudentSection(layers=[0, 7]), ModelSection())
+
+
+def test_default_layer_map_follows_kept_layers_or_is_uniform(teacher):
+    model, tokenizer = teacher
+    subset = build_student(model, tokenizer, StudentSection(layers=[1, 3]), ModelSection())
+    assert layer_map(DistillLossSection(), subset, 2, 4) == {0: 1, 1: 3}
+    other = subset.__class__(subset.model, subset.tokenizer, None)
+    assert layer_map(DistillLossSection(), other, 2, 4) == {0: 1, 1: 3}  # TinyBERT: m * T / S
+    with pytest.raises(RecipeError, match="maps student layer 0 to teacher layer 9"):
+        layer_map(DistillLossSection(layer_map={0: 9}), subset, 2, 4)
+
+
+@pytest.mark.parametrize("term", ["hard", "soft", "hidden", "attention"])
+def test_each_loss_term_is_finite_and_decreases_on_a_fixed_batch(teacher, term):
+    torch.manual_seed(0)
+    model, tokenizer = teacher
+    spec = StudentSection(num_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32, from_teacher=False)
+    student = build_student(model, tokenizer, spec, ModelSection(), attn_implementation="eager").model
+    student.eval()  # no dropout: the same batch gives the same loss, so a decrease is the optimizer's doing
+    request = CacheRequest("t", 16, hidden_layers=(1, 3), attention_layers=(1, 3))
+    cached = run_teacher(model, tokenizer, TEXTS, request, batch_size=4)
+    inputs = tokenizer(TEXTS["text"], padding=True, truncation=True, max_length=16, return_tensors="pt")
+    mask, seq, labels = inputs["attention_mask"], inputs["input_ids"].shape[1], torch.tensor([1, 0, 2, 1])
+    projection = torch.nn.Linear(16, 32)
+    optimizer = torch.optim.Adam(list(student.parameters()) + list(projection.parameters()), lr=1e-2)
+
+    def value():
+        out = student(**inputs, output_hidden_states=True, output_attentions=True)
+        if term == "hard":
+            return torch.nn.functional.cross_entropy(out.logits, labels)
+        if term == "soft":
+            return losses.soft_kl(out.logits, cached.logits, temperature=2.0)
+        if term == "hidden":
+            return losses.hidden_mse(projection(out.hidden_states[2]), cached.hidden[3][:, :seq], mask)
+        return losses.attention_kl(out.attentions[1], cached.attentions[3][:, :, :seq, :seq], mask)
+
+    history = []
+    for _ in range(12):
+        loss = value()
+        history.append(float(loss))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(math.isfinite(v) for v in history)
+    assert history[-1] < history[0] * 0.95, history
+
+
+def test_loss_terms_are_zero_when_student_equals_teacher(teacher):
+    model, tokenizer = teacher
+    cached = run_teacher(model, tokenizer, TEXTS, CacheRequest("t", 16, (2,), (2,)), batch_size=4)
+    inputs = tokenizer(TEXTS["text"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True, output_attentions=True)
+    seq = inputs["input_ids"].shape[1]
+    assert float(losses.soft_kl(out.logits, cached.logits, 2.0)) == pytest.approx(0, abs=1e-5)
+    assert float(losses.hidden_mse(out.hidden_states[3], cached.hidden[2][:, :seq], inputs["attention_mask"])) < 1e-4
+    assert float(losses.attention_kl(out.attentions[2], cached.attentions[2][:, :, :seq, :seq], inputs["attention_mask"])) < 1e-3
+
+
+def test_tokenizer_mismatch_with_an_intermediate_loss_is_a_recipe_error(teacher, tmp_path):
+    model, tokenizer = teacher
+    other = build_tiny_bert(tmp_path / "other")
+    (other / "vocab.txt").write_text((other / "vocab.txt").read_text() + "extra\n")
+    (other / "tokenizer.json").unlink()
+    student = build_student(model, tokenizer, StudentSection(model=str(other)), ModelSection())
+    check_compatible(model, tokenizer, student, DistillLossSection())  # logits only: fine
+    with pytest.raises(RecipeError, match="only logit distillation is possible"):
+        check_compatible(model, tokenizer, student, DistillLossSection(hidden_weight=1.0))
+
+
+def test_attention_loss_needs_equal_head_counts(teacher):
+    model, tokenizer = teacher
+    student = build_student(model, tokenizer, StudentSection(num_layers=2, num_attention_heads=4), ModelSection())
+    with pytest.raises(RecipeError, match="the student has 4 heads and the teacher 2"):
+        check_compatible(model, tokenizer, student, DistillLossSection(attention_weight=1.0))
+
+
+def test_augmentation_is_seeded_and_keeps_the_corpus_vocabulary():
+    texts = [" ".join(random.Random(i).choices(["a", "b", "c", "d"], k=12)) for i in range(5)]
+    cfg = AugmentSection(factor=2, synonym=0)
+    first, origins = augment_texts(texts, cfg, seed=1)
+    assert augment_texts(texts, cfg, seed=1)[0] == first and origins == [0, 1, 2, 3, 4] * 2
+    assert first != texts * 2 and set(" ".join(first).split()) <= {"a", "b", "c", "d"}
+
+
+def test_finetune_then_distill_end_to_end_with_cached_teacher(tiny_bert, tiny_csv, tmp_path, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    calls = []
+    monkeypatch.setattr(teacher_cache, "run_teacher", lambda *a, **k: calls.append(1) or run_teacher(*a, **k))
+    teacher_forwards = []
+    real_load = distill.load_classifier
+
+    def spy_load(*args, **kwargs):  # counts every forward of the teacher during the stage
+        model, tokenizer = real_load(*args, **kwargs)
+        model.register_forward_hook(lambda *_: teacher_forwards.append(1))
+        return model, tokenizer
+
+    monkeypatch.setattr(distill, "load_classifier", spy_load)
+    recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, loss={"hidden_weight": 1.0})
+    teacher_outcome, student_outcome = run_recipe(recipe)
+    metrics = student_outcome.manifest["metrics"]
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert metrics["test_accuracy_retained"] == pytest.approx(metrics["test"]["accuracy"] / teacher_outcome.manifest["metrics"]["test"]["accuracy"], abs=1e-4)
+    assert {"loss_hard", "loss_soft", "loss_hidden"} <= set(metrics["train"])
+    assert metrics["student"]["layers"] == 1 and metrics["student"]["layer_map"] == {"0": 0}
+    assert calls == [1] and len(teacher_forwards) == math.ceil(420 / 64)  # one pass over 420 rows, for 8 epochs
+    reopened = AutoModelForSequenceClassification.from_pretrained(student_outcome.folder)
+    assert reopened.config.num_hidden_layers == 1 and not any("projections" in k for k in reopened.state_dict())
+    assert list((tmp_path / "runs" / "tiny" / "cache").glob("teacher-*.safetensors"))
+
+    changed = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, loss={"hidden_weight": 1.0}, learning_rate=2e-3)
+    teacher_again, student_again = run_recipe(changed)
+    assert teacher_again.skipped and not student_again.skipped
+    assert calls == [1] and len(teacher_forwards) == math.ceil(420 / 64)  # the cache served the re-run
+
+
+def test_augmented_transfer_set_is_labelled_by_the_teacher(tiny_bert, tiny_csv, tmp_path):
+    recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, epochs=1, augment={"factor": 1, "synonym": 0})
+    _, outcome = run_recipe(recipe)
+    assert outcome.manifest["metrics"]["student"]["transfer_set_size"] == 840
+
+
+def test_distill_without_a_trained_teacher_says_to_finetune_first(tiny_bert, tiny_csv, tmp_path):
+    recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv).model_copy(update={"stages": ["distill"]})
+    with pytest.raises(Exception, match="run finetune first"):
+        run_recipe(recipe)
