@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import time
@@ -84,3 +85,20 @@ def test_finetune_from_flags_then_rerun_says_up_to_date(tmp_path, tiny_bert, tin
 def test_bad_flag_values_are_recipe_errors(flag, message):
     result = invoke("finetune", flag)
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_distill_command_runs_on_a_finetuned_teacher(tmp_path, tiny_bert, tiny_csv):
+    common = ["--data", str(tiny_csv), "--output-dir", str(tmp_path / "runs"), "--epochs", "8", "--learning-rate", "3e-3", "--max-seq-length", "24"]
+    assert invoke("finetune", "--model", str(tiny_bert), *common).exit_code == 0
+    teacher = tmp_path / "runs" / "finetune" / "01-finetune"
+    result = invoke("distill", "--teacher", str(teacher), "--layers", "1", "--temperature", "3", *common)
+    assert result.exit_code == 0, result.output
+    assert "distill: test accuracy" in result.stdout
+    manifest = json.loads((tmp_path / "runs" / "distill" / "01-distill" / "edgepress.json").read_text())
+    assert manifest["metrics"]["student"]["teacher_layers"] == [1]
+    assert manifest["config"]["distill"]["loss"]["temperature"] == 3.0
+
+
+def test_distill_command_rejects_a_bad_layer_list(tmp_path):
+    result = invoke("distill", "--teacher", str(tmp_path), "--layers", "0,two")
+    assert result.exit_code == 2 and "--layers '0,two' is not a comma-separated list" in result.stderr

@@ -1,0 +1,116 @@
+"""Distillation against the same student trained on hard labels only, in one run.
+
+Both students are built the same way (the teacher's layers 0, 2, 4, copied), see the same
+training data for the same number of steps with the same learning rate, schedule and seed; the
+only difference is the loss: hard labels + the teacher's soft labels (KD), or hard labels alone.
+
+    python benchmarks/distill_vs_hard_labels.py                      # fine-tunes the teacher first
+    python benchmarks/distill_vs_hard_labels.py --teacher runs/bbc-news/01-finetune
+
+Prints a table and writes benchmarks/results/distill_vs_hard_labels.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgepress.pipeline import run_recipe
+from edgepress.recipe import load_recipe
+from edgepress.runs import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "distilled (hard + soft, T=2)": ["distill.loss.hard_weight=0.5", "distill.loss.soft_weight=0.5"],
+    "hard labels only": ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"],
+}
+
+
+def main() -> None:
+    args = parse_args()
+    teacher = args.teacher or fine_tune_teacher(args)
+    rows = []
+    for seed in args.seeds:
+        for variant, overrides in VARIANTS.items():
+            recipe = load_recipe(
+                args.recipe,
+                [*overrides, f"seed={seed}", "stages=[distill]", *args.set],
+                {"name": f"bench-distill-{slug(variant)}-s{seed}", "output_dir": args.output_dir, "model.name_or_path": str(teacher)},
+            )
+            start = time.perf_counter()
+            (outcome,) = run_recipe(recipe, force=True)
+            metrics = outcome.manifest["metrics"]
+            rows.append({"variant": variant, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), **flat(metrics)})
+    report(rows, teacher, args)
+
+
+def fine_tune_teacher(args: argparse.Namespace) -> Path:
+    recipe = load_recipe(args.recipe, ["stages=[finetune]", *args.set], {"name": "bench-teacher", "output_dir": args.output_dir})
+    (outcome,) = run_recipe(recipe)
+    return outcome.folder
+
+
+def flat(metrics: dict) -> dict:
+    return {
+        "val_accuracy": metrics["validation"]["accuracy"],
+        "test_accuracy": metrics["test"]["accuracy"],
+        "test_f1_macro": metrics["test"]["f1_macro"],
+        "teacher_test_accuracy": metrics.get("teacher_test", {}).get("accuracy"),
+        "retained": metrics.get("test_accuracy_retained"),
+        "steps": metrics["train"]["steps"],
+        "student_parameters": metrics["student"]["parameters"],
+    }
+
+
+def report(rows: list[dict], teacher: Path, args: argparse.Namespace) -> None:
+    print(f"{'variant':<30} {'seed':>4} {'val acc':>8} {'test acc':>9} {'test F1':>8} {'retained':>9} {'steps':>6} {'wall s':>7}")
+    for r in rows:
+        print(
+            f"{r['variant']:<30} {r['seed']:>4} {100 * r['val_accuracy']:>7.2f}% {100 * r['test_accuracy']:>8.2f}% "
+            f"{100 * r['test_f1_macro']:>7.2f}% {r['retained'] or 0:>9.4f} {r['steps']:>6} {r['wall_s']:>7}"
+        )
+    result = {
+        "benchmark": "distill_vs_hard_labels",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": str(args.recipe),
+        "overrides": args.set,
+        "teacher": str(teacher),
+        "machine": {"processor": cpu_model(), **environment()},
+        "rows": rows,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:20]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "bbc-news.yaml")
+    parser.add_argument("--teacher", type=Path, help="a fine-tuned teacher folder; fine-tuned first when absent")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. distill.epochs=1")
+    parser.add_argument("--output-dir", default="runs")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "distill_vs_hard_labels.json")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""What every edgepress command shares: error reporting, common options, running a recipe."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import typer
+
+from edgepress.errors import EdgepressError
+
+STATE = {"debug": False}
+
+SetOption = typer.Option(None, "--set", help="Override a recipe value: --set finetune.epochs=1 (repeatable).")
+ForceOption = typer.Option(False, "--force", help="Re-run stages even when their manifest is up to date.")
+
+
+def reported(command: Callable) -> Callable:
+    """Turn errors into one line on stderr and a non-zero exit (a traceback only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EdgepressError as exc:
+            _fail(exc, str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:
+            _fail(exc, "interrupted; stages that had not finished left nothing behind", 130)
+        except Exception as exc:  # a bug, not bad input: still one line, and how to get more
+            _fail(exc, f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+
+    return wrapper
+
+
+def _fail(exc: BaseException, message: str, code: int) -> None:
+    if STATE["debug"]:
+        raise exc
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def execute(recipe: Any, force: bool) -> None:
+    """Run a resolved recipe and print the summary table."""
+    from edgepress.pipeline import run_recipe
+    from edgepress.summary import print_summary
+
+    print_summary(run_recipe(recipe, force=force))
+
+
+def given(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user set: a flag left out is None and must not override the recipe."""
+    return {key: value for key, value in flags.items() if value is not None}
