@@ -1,8 +1,10 @@
 """Distillation against the same student trained on hard labels only, in one run.
 
-Both students are built the same way (the teacher's layers 0, 2, 4, copied), see the same
-training data for the same number of steps with the same learning rate, schedule and seed; the
-only difference is the loss: hard labels + the teacher's soft labels (KD), or hard labels alone.
+Each pair of students is built the same way and sees the same training data for the same number
+of steps with the same learning rate, schedule and seed; within a pair the only difference is the
+loss: hard labels + the teacher's soft labels (KD), or hard labels alone. Two pairs: students made
+of the teacher's layers 0, 2, 4 (copied, DistilBERT-style), and the same 3-layer architecture
+initialized at random, where the teacher reaches the student only through the loss.
 
     python benchmarks/distill_vs_hard_labels.py                      # fine-tunes the teacher first
     python benchmarks/distill_vs_hard_labels.py --teacher runs/bbc-news/01-finetune
@@ -13,31 +15,39 @@ Prints a table and writes benchmarks/results/distill_vs_hard_labels.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 from edgepress.pipeline import run_recipe
-from edgepress.recipe import load_recipe
+from edgepress.recipe import Recipe, apply_override, set_path, validate_recipe
 from edgepress.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
+KD = ["distill.loss.hard_weight=0.5", "distill.loss.soft_weight=0.5"]
+HARD = ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"]
 VARIANTS = {
-    "distilled (hard + soft, T=2)": ["distill.loss.hard_weight=0.5", "distill.loss.soft_weight=0.5"],
-    "hard labels only": ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"],
+    "teacher-init, KD": [*KD, "distill.student.from_teacher=true"],
+    "teacher-init, hard only": [*HARD, "distill.student.from_teacher=true"],
+    "random-init, KD": [*KD, "distill.student.from_teacher=false"],
+    "random-init, hard only": [*HARD, "distill.student.from_teacher=false"],
 }
 
 
 def main() -> None:
     args = parse_args()
-    teacher = args.teacher or fine_tune_teacher(args)
+    base = yaml.safe_load(args.recipe.read_text())  # read once: every variant starts from the same recipe
+    teacher = args.teacher or fine_tune_teacher(base, args)
     rows = []
     for seed in args.seeds:
         for variant, overrides in VARIANTS.items():
-            recipe = load_recipe(
-                args.recipe,
+            recipe = variant_recipe(
+                base,
                 [*overrides, f"seed={seed}", "stages=[distill]", *args.set],
                 {"name": f"bench-distill-{slug(variant)}-s{seed}", "output_dir": args.output_dir, "model.name_or_path": str(teacher)},
             )
@@ -45,11 +55,20 @@ def main() -> None:
             (outcome,) = run_recipe(recipe, force=True)
             metrics = outcome.manifest["metrics"]
             rows.append({"variant": variant, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), **flat(metrics)})
-    report(rows, teacher, args)
+    report(rows, teacher, args, base)
 
 
-def fine_tune_teacher(args: argparse.Namespace) -> Path:
-    recipe = load_recipe(args.recipe, ["stages=[finetune]", *args.set], {"name": "bench-teacher", "output_dir": args.output_dir})
+def variant_recipe(base: dict, overrides: list[str], updates: dict) -> Recipe:
+    raw = copy.deepcopy(base)
+    for item in overrides:
+        apply_override(raw, item)
+    for key, value in updates.items():
+        set_path(raw, key, value)
+    return validate_recipe(raw)
+
+
+def fine_tune_teacher(base: dict, args: argparse.Namespace) -> Path:
+    recipe = variant_recipe(base, ["stages=[finetune]", *args.set], {"name": "bench-teacher", "output_dir": args.output_dir})
     (outcome,) = run_recipe(recipe)
     return outcome.folder
 
@@ -66,17 +85,18 @@ def flat(metrics: dict) -> dict:
     }
 
 
-def report(rows: list[dict], teacher: Path, args: argparse.Namespace) -> None:
-    print(f"{'variant':<30} {'seed':>4} {'val acc':>8} {'test acc':>9} {'test F1':>8} {'retained':>9} {'steps':>6} {'wall s':>7}")
+def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict) -> None:
+    print(f"{'variant':<24} {'seed':>4} {'val acc':>8} {'test acc':>9} {'test F1':>8} {'retained':>9} {'steps':>6} {'wall s':>7}")
     for r in rows:
         print(
-            f"{r['variant']:<30} {r['seed']:>4} {100 * r['val_accuracy']:>7.2f}% {100 * r['test_accuracy']:>8.2f}% "
+            f"{r['variant']:<24} {r['seed']:>4} {100 * r['val_accuracy']:>7.2f}% {100 * r['test_accuracy']:>8.2f}% "
             f"{100 * r['test_f1_macro']:>7.2f}% {r['retained'] or 0:>9.4f} {r['steps']:>6} {r['wall_s']:>7}"
         )
     result = {
         "benchmark": "distill_vs_hard_labels",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "recipe": str(args.recipe),
+        "recipe_distill_section": base.get("distill"),
         "overrides": args.set,
         "teacher": str(teacher),
         "machine": {"processor": cpu_model(), **environment()},
@@ -98,7 +118,7 @@ def cpu_model() -> str:
 
 
 def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:20]
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def parse_args() -> argparse.Namespace:

@@ -2,8 +2,10 @@
 
 Word-level edits (deletion, swap, insertion of a word drawn from the corpus), and synonym
 replacement from WordNet where Debian's ``wordnet-base`` data is installed. The teacher labels the
-new texts, so they need no human labels. Written here because no maintained library does these
-edits offline (nlpaug and textattack fetch models or WordNet through nltk downloads).
+new texts, so they need no human labels. Written here rather than taken from nlpaug (last release
+2022) or textattack (an adversarial-attack framework with a large dependency tree): the edits are
+a few lines, and nlpaug's synonym augmenter reads WordNet through nltk's downloader, which needs a
+network edgepress does not assume; Debian's WordNet files are read directly instead.
 """
 
 from __future__ import annotations

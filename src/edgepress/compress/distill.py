@@ -41,6 +41,9 @@ class DistillationModule(nn.Module):
     """The student plus the projections that map its hidden states to the teacher's width.
     The projections exist only for training; the saved artifact is the student alone."""
 
+    # compute_loss returns a batch mean: the Trainer must divide it by the accumulation steps itself
+    accepts_loss_kwargs = False
+
     def __init__(self, student: nn.Module, projections: dict[int, nn.Module]):
         super().__init__()
         self.student = student

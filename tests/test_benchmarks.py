@@ -1,0 +1,27 @@
+"""The benchmark scripts run end to end on tiny models, so that they do not rot between releases."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import tiny_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert, tiny_csv):
+    recipe = tiny_recipe(tmp_path, tiny_bert, tiny_csv).model_dump(mode="json")
+    recipe["distill"] = {"learning_rate": 3e-3, "epochs": 2, "max_seq_length": 24, "warmup_ratio": 0.0, "student": {"num_layers": 1}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "result.json"
+    args = ["--recipe", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "runs"), "--json", str(out)]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_vs_hard_labels.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [r["variant"] for r in result["rows"]] == ["teacher-init, KD", "teacher-init, hard only", "random-init, KD", "random-init, hard only"]
+    assert len({r["steps"] for r in result["rows"]}) == 1  # the same budget for every variant
+    assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
+    assert "teacher-init, KD" in done.stdout and result["machine"]["packages"]["torch"]
