@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert, tiny_csv):
     recipe = tiny_recipe(tmp_path, tiny_bert, tiny_csv).model_dump(mode="json")
-    recipe["distill"] = {"learning_rate": 3e-3, "epochs": 2, "max_seq_length": 24, "warmup_ratio": 0.0, "student": {"num_layers": 1}}
+    recipe["distill"] = {"learning_rate": 2e-3, "epochs": 2, "max_seq_length": 24, "warmup_ratio": 0.1, "student": {"num_layers": 1}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "result.json"
     args = ["--recipe", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "runs"), "--json", str(out)]

@@ -67,7 +67,7 @@ def test_pickle_only_model_names_the_flag(tmp_path, tiny_csv):
 def test_finetune_from_flags_then_rerun_says_up_to_date(tmp_path, tiny_bert, tiny_csv):
     args = [
         "finetune", "--model", str(tiny_bert), "--data", str(tiny_csv), "--output-dir", str(tmp_path / "runs"),
-        "--epochs", "8", "--learning-rate", "3e-3", "--max-seq-length", "24", "--set", "finetune.warmup_ratio=0",
+        "--epochs", "8", "--learning-rate", "2e-3", "--max-seq-length", "24",
     ]  # fmt: skip
     first = invoke(*args)
     assert first.exit_code == 0, first.output
@@ -88,7 +88,7 @@ def test_bad_flag_values_are_recipe_errors(flag, message):
 
 
 def test_distill_command_runs_on_a_finetuned_teacher(tmp_path, tiny_bert, tiny_csv):
-    common = ["--data", str(tiny_csv), "--output-dir", str(tmp_path / "runs"), "--epochs", "8", "--learning-rate", "3e-3", "--max-seq-length", "24"]
+    common = ["--data", str(tiny_csv), "--output-dir", str(tmp_path / "runs"), "--epochs", "8", "--learning-rate", "2e-3", "--max-seq-length", "24"]
     assert invoke("finetune", "--model", str(tiny_bert), *common).exit_code == 0
     teacher = tmp_path / "runs" / "finetune" / "01-finetune"
     result = invoke("distill", "--teacher", str(teacher), "--layers", "1", "--temperature", "3", *common)

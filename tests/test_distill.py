@@ -28,7 +28,7 @@ def teacher(tmp_path_factory):
 def distill_recipe(tmp_path, model, data, **distill_settings):
     base = tiny_recipe(tmp_path, model, data).model_dump(mode="json")
     base["stages"] = ["finetune", "distill"]
-    settings = {"learning_rate": 3e-3, "epochs": 8, "batch_size": 16, "max_seq_length": 24, "warmup_ratio": 0.0, "logging_steps": 50}
+    settings = {"learning_rate": 2e-3, "epochs": 8, "batch_size": 16, "max_seq_length": 24, "warmup_ratio": 0.1, "logging_steps": 50}
     settings.update(distill_settings)
     base["distill"] = settings
     return validate_recipe(base)
@@ -143,6 +143,23 @@ def test_attention_loss_needs_equal_head_counts(teacher):
         check_compatible(model, tokenizer, student, DistillLossSection(attention_weight=1.0))
 
 
+def test_idx_in_shuffled_padded_batches_points_at_the_row_the_teacher_saw(teacher):
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    _, tokenizer = teacher
+    rows = {"text": [" ".join(f"w{(i + k) % 40}" for k in range(1 + i % 7)) for i in range(30)], "label": [i % 3 for i in range(30)]}
+    dataset = distill.transfer_dataset(rows, tokenizer, max_length=16)
+    loader = DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=DataCollatorWithPadding(tokenizer))
+    seen = []
+    for batch in loader:
+        for ids, mask, idx, label in zip(batch["input_ids"], batch["attention_mask"], batch["idx"], batch["labels"]):
+            expected = tokenizer(rows["text"][int(idx)], truncation=True, max_length=16)["input_ids"]
+            assert ids[mask.bool()].tolist() == expected and int(label) == rows["label"][int(idx)]
+            seen.append(int(idx))
+    assert sorted(seen) == list(range(30))
+
+
 def test_augmentation_is_seeded_and_keeps_the_corpus_vocabulary():
     texts = [" ".join(random.Random(i).choices(["a", "b", "c", "d"], k=12)) for i in range(5)]
     cfg = AugmentSection(factor=2, synonym=0)
@@ -177,7 +194,7 @@ def test_finetune_then_distill_end_to_end_with_cached_teacher(tiny_bert, tiny_cs
     assert reopened.config.num_hidden_layers == 1 and not any("projections" in k for k in reopened.state_dict())
     assert list((tmp_path / "runs" / "tiny" / "cache").glob("teacher-*.safetensors"))
 
-    changed = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, loss={"hidden_weight": 1.0}, learning_rate=2e-3)
+    changed = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, loss={"hidden_weight": 1.0}, learning_rate=1e-3)
     teacher_again, student_again = run_recipe(changed)
     assert teacher_again.skipped and not student_again.skipped
     assert calls == [1] and len(teacher_forwards) == math.ceil(420 / 64)  # the cache served the re-run

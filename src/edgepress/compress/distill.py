@@ -158,6 +158,13 @@ def transfer_set(ctx: "StageContext", factor: int) -> dict[str, list]:
     return rows
 
 
+def transfer_dataset(rows: dict[str, list], tokenizer, max_length: int) -> "datasets.Dataset":
+    """Tokenized transfer set; ``idx`` is each row's position in the teacher cache."""
+    import datasets
+
+    return tokenize_split(datasets.Dataset.from_dict({**rows, "idx": list(range(len(rows["text"])))}), tokenizer, max_length)
+
+
 def _teacher_outputs(ctx, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
     cfg = ctx.recipe.distill
     layers = tuple(sorted(set(mapping.values())))
@@ -179,11 +186,10 @@ def _projections(student: Student, teacher_width: int, mapping: dict[int, int], 
 
 
 def _train(ctx, student: Student, projections, rows, outputs, mapping, work) -> dict[str, Any]:
-    import datasets
     from transformers import DataCollatorWithPadding
 
     cfg = ctx.recipe.distill
-    train: "datasets.Dataset" = tokenize_split(datasets.Dataset.from_dict({**rows, "idx": list(range(len(rows["text"])))}), student.tokenizer, cfg.max_seq_length)
+    train = transfer_dataset(rows, student.tokenizer, cfg.max_seq_length)
     validation = tokenize_split(ctx.data.validation, student.tokenizer, cfg.max_seq_length)
     trainer = DistillTrainer(
         model=DistillationModule(student.model, projections),
