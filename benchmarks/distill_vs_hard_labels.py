@@ -46,6 +46,8 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for variant, overrides in VARIANTS.items():
+            if args.only and not any(word in variant for word in args.only):
+                continue
             recipe = variant_recipe(
                 base,
                 [*overrides, f"seed={seed}", "stages=[distill]", *args.set],
@@ -126,6 +128,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "bbc-news.yaml")
     parser.add_argument("--teacher", type=Path, help="a fine-tuned teacher folder; fine-tuned first when absent")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--only", nargs="+", help="run the variants whose name contains one of these, e.g. teacher-init")
     parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. distill.epochs=1")
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "distill_vs_hard_labels.json")
