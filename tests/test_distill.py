@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_bert, tiny_recipe
+from edgepress.compress import augment as augment_module
 from edgepress.compress import distill, losses, teacher_cache
 from edgepress.compress.augment import augment_texts
 from edgepress.compress.students import build_student, check_compatible, evenly_spaced, layer_map
@@ -210,3 +211,10 @@ def test_distill_without_a_trained_teacher_says_to_finetune_first(tiny_bert, tin
     recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv).model_copy(update={"stages": ["distill"]})
     with pytest.raises(Exception, match="run finetune first"):
         run_recipe(recipe)
+
+
+@pytest.mark.skipif(not (augment_module.WORDNET_DIR / "data.noun").is_file(), reason="needs Debian's wordnet-base")
+def test_wordnet_synonyms_replace_words_when_installed():
+    assert "automobile" in augment_module.wordnet_synonyms()["car"]
+    (text,), _ = augment_texts(["car"], AugmentSection(factor=1, deletion=0, swap=0, insertion=0, synonym=1.0), seed=0)
+    assert text != "car" and text in augment_module.wordnet_synonyms()["car"]
