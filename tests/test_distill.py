@@ -218,3 +218,17 @@ def test_wordnet_synonyms_replace_words_when_installed():
     assert "automobile" in augment_module.wordnet_synonyms()["car"]
     (text,), _ = augment_texts(["car"], AugmentSection(factor=1, deletion=0, swap=0, insertion=0, synonym=1.0), seed=0)
     assert text != "car" and text in augment_module.wordnet_synonyms()["car"]
+
+
+def test_gradient_accumulation_averages_rather_than_sums_the_loss(tiny_bert, tiny_csv, tmp_path):
+    # 2 micro-batches of 8 must report (and step on) about the same loss as one batch of 16;
+    # a Trainer that skipped the division by the accumulation steps would report about twice as much.
+    losses_by_setting = []
+    for batch, accumulation in ((16, 1), (8, 2)):
+        recipe = distill_recipe(
+            tmp_path / f"b{batch}", tiny_bert, tiny_csv, student={"num_layers": 1}, max_steps=2,
+            batch_size=batch, gradient_accumulation_steps=accumulation, logging_steps=1,
+        )  # fmt: skip
+        _, outcome = run_recipe(recipe)
+        losses_by_setting.append(outcome.manifest["metrics"]["train"]["loss"])
+    assert 0.75 < losses_by_setting[1] / losses_by_setting[0] < 1.33, losses_by_setting
