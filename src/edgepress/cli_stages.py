@@ -13,21 +13,41 @@ RecipeOption = typer.Option(None, help="Start from this recipe instead of the de
 NameOption = typer.Option(None, help="Run name (folder under the output directory).")
 OutputOption = typer.Option(None, help="Where run folders go (default: runs).")
 DataOption = typer.Option("builtin:bbc-news", help="Data file, folder, Hub id, or builtin:bbc-news.")
+TextColumnOption = typer.Option(None, help="Text column (default: text).")
+TextPairColumnOption = typer.Option(None, help="Second text column, for sentence pairs.")
+LabelColumnOption = typer.Option(None, help="Label column (default: label).")
+EpochsOption = typer.Option(None, help="Training epochs.")
+LearningRateOption = typer.Option(None, help="Peak learning rate.")
+BatchSizeOption = typer.Option(None, help="Training batch size.")
+MaxSeqLengthOption = typer.Option(None, help="Truncate texts to this many tokens.")
+SeedOption = typer.Option(None, help="Random seed.")
+
+
+def _common_flags(stage: str, data: str, columns: tuple, training: tuple, seed: Optional[int]) -> dict:
+    """Recipe keys for the options every stage command has: data columns and training settings."""
+    text, pair, label = columns
+    epochs, learning_rate, batch_size, max_seq_length = training
+    return {
+        "seed": seed, "data.source": data,
+        "data.text_column": text, "data.text_pair_column": pair, "data.label_column": label,
+        f"{stage}.epochs": epochs, f"{stage}.learning_rate": learning_rate,
+        f"{stage}.batch_size": batch_size, f"{stage}.max_seq_length": max_seq_length,
+    }  # fmt: skip
 
 
 @reported
 def finetune(
     model: str = typer.Option("builtin:minilm-l6", help="Local folder, Hub id, or builtin:minilm-l6."),
     data: str = DataOption,
-    text_column: Optional[str] = typer.Option(None, help="Text column (default: text)."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Second text column, for sentence pairs."),
-    label_column: Optional[str] = typer.Option(None, help="Label column (default: label)."),
+    text_column: Optional[str] = TextColumnOption,
+    text_pair_column: Optional[str] = TextPairColumnOption,
+    label_column: Optional[str] = LabelColumnOption,
     no_header: bool = typer.Option(False, "--no-header", help="csv/tsv without a header row; columns are '0', '1', ..."),
-    epochs: Optional[float] = typer.Option(None, help="Training epochs."),
-    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
-    max_seq_length: Optional[int] = typer.Option(None, help="Truncate texts to this many tokens."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    epochs: Optional[float] = EpochsOption,
+    learning_rate: Optional[float] = LearningRateOption,
+    batch_size: Optional[int] = BatchSizeOption,
+    max_seq_length: Optional[int] = MaxSeqLengthOption,
+    seed: Optional[int] = SeedOption,
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle weights (unsafe for untrusted files)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code from the Hub repo."),
     recipe: Optional[Path] = RecipeOption,
@@ -41,12 +61,12 @@ def finetune(
 
     flags = {
         "stages": ["finetune"], "name": name or (None if recipe else "finetune"), "output_dir": output_dir,
-        "seed": seed, "model.name_or_path": model, "data.source": data,
-        "data.text_column": text_column, "data.text_pair_column": text_pair_column,
-        "data.label_column": label_column, "data.header": False if no_header else None,
+        "model.name_or_path": model, "data.header": False if no_header else None,
         "model.allow_pickle": allow_pickle or None, "model.trust_remote_code": trust_remote_code or None,
-        "finetune.epochs": epochs, "finetune.learning_rate": learning_rate,
-        "finetune.batch_size": batch_size, "finetune.max_seq_length": max_seq_length,
+        **_common_flags(
+            "finetune", data, (text_column, text_pair_column, label_column),
+            (epochs, learning_rate, batch_size, max_seq_length), seed,
+        ),
     }  # fmt: skip
     execute(load_recipe(recipe, overrides, given(flags)), force)
 
@@ -55,9 +75,9 @@ def finetune(
 def distill(
     teacher: str = typer.Option(..., help="Fine-tuned teacher folder (e.g. runs/bbc-news/01-finetune) or Hub id."),
     data: str = DataOption,
-    text_column: Optional[str] = typer.Option(None, help="Text column (default: text)."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Second text column, for sentence pairs."),
-    label_column: Optional[str] = typer.Option(None, help="Label column (default: label)."),
+    text_column: Optional[str] = TextColumnOption,
+    text_pair_column: Optional[str] = TextPairColumnOption,
+    label_column: Optional[str] = LabelColumnOption,
     num_layers: Optional[int] = typer.Option(None, help="Student depth; evenly spaced teacher layers are kept."),
     layers: Optional[str] = typer.Option(None, help="Teacher layers the student keeps, e.g. 0,2,4."),
     student_model: Optional[str] = typer.Option(None, help="A pre-trained student instead of a teacher subset."),
@@ -67,11 +87,11 @@ def distill(
     hidden_weight: Optional[float] = typer.Option(None, help="Weight of the hidden-state MSE loss."),
     attention_weight: Optional[float] = typer.Option(None, help="Weight of the attention KL loss."),
     augment: Optional[int] = typer.Option(None, help="Augmented copies per training example (0: off)."),
-    epochs: Optional[float] = typer.Option(None, help="Training epochs."),
-    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
-    max_seq_length: Optional[int] = typer.Option(None, help="Truncate texts to this many tokens."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    epochs: Optional[float] = EpochsOption,
+    learning_rate: Optional[float] = LearningRateOption,
+    batch_size: Optional[int] = BatchSizeOption,
+    max_seq_length: Optional[int] = MaxSeqLengthOption,
+    seed: Optional[int] = SeedOption,
     recipe: Optional[Path] = RecipeOption,
     overrides: Optional[list[str]] = SetOption,
     name: Optional[str] = NameOption,
@@ -88,13 +108,14 @@ def distill(
         raise RecipeError(f"--layers {layers!r} is not a comma-separated list of layer indices, e.g. 0,2,4") from None
     flags = {
         "stages": ["distill"], "name": name or (None if recipe else "distill"), "output_dir": output_dir,
-        "seed": seed, "model.name_or_path": teacher, "data.source": data,
-        "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
+        "model.name_or_path": teacher,
         "distill.student.num_layers": num_layers, "distill.student.layers": kept, "distill.student.model": student_model,
         "distill.loss.hard_weight": hard_weight, "distill.loss.soft_weight": soft_weight,
         "distill.loss.temperature": temperature, "distill.loss.hidden_weight": hidden_weight,
         "distill.loss.attention_weight": attention_weight, "distill.augment.factor": augment,
-        "distill.epochs": epochs, "distill.learning_rate": learning_rate,
-        "distill.batch_size": batch_size, "distill.max_seq_length": max_seq_length,
+        **_common_flags(
+            "distill", data, (text_column, text_pair_column, label_column),
+            (epochs, learning_rate, batch_size, max_seq_length), seed,
+        ),
     }  # fmt: skip
     execute(load_recipe(recipe, overrides, given(flags)), force)

@@ -133,7 +133,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     check_compatible(teacher, teacher_tokenizer, student, cfg.loss)
     teacher_depth = len(encoder_parts(teacher)[1])
     mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
-    rows = transfer_set(ctx, cfg.augment.factor)
+    rows = transfer_set(ctx)
     outputs = _teacher_outputs(ctx, teacher, teacher_tokenizer, rows, mapping)
     rows["label"] = [label if label >= 0 else int(outputs.logits[i].argmax()) for i, label in enumerate(rows["label"])]
     projections = _projections(student, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
@@ -145,11 +145,11 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": _describe(student, mapping, len(rows["text"]))}
 
 
-def transfer_set(ctx: "StageContext", factor: int) -> dict[str, list]:
+def transfer_set(ctx: "StageContext") -> dict[str, list]:
     """The training split plus augmented copies; copies get label -1 until the teacher labels them."""
     train = ctx.data.train.to_dict()
     rows = {k: list(train[k]) for k in ("text", "text_pair", "label") if k in train}
-    if factor:
+    if ctx.recipe.distill.augment.factor:
         texts, origins = augment_texts(rows["text"], ctx.recipe.distill.augment, ctx.recipe.seed)
         if "text_pair" in rows:
             rows["text_pair"] += [rows["text_pair"][i] for i in origins]
@@ -179,9 +179,9 @@ def _teacher_outputs(ctx, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
 
 
 def _projections(student: Student, teacher_width: int, mapping: dict[int, int], needed: bool) -> dict[int, nn.Module]:
-    width = student.model.config.hidden_size
     if not needed:
         return {}
+    width = student.model.config.hidden_size
     return {s: (nn.Linear(width, teacher_width) if width != teacher_width else nn.Identity()) for s in mapping}
 
 
