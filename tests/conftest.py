@@ -94,3 +94,15 @@ def tiny_recipe(tmp_path: Path, model: Path, data: Path, **finetune) -> "object"
             "finetune": settings,
         }
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory, tiny_csv) -> Path:
+    """The tiny BERT fine-tuned on the synthetic topics (100% accurate, logits with margins): the
+    input of the export and compression tests. Built once per session."""
+    from edgepress.pipeline import run_recipe
+
+    root = tmp_path_factory.mktemp("classifier")
+    (outcome,) = run_recipe(tiny_recipe(root, build_tiny_bert(root / "base"), tiny_csv))
+    assert outcome.manifest["metrics"]["test"]["accuracy"] >= 0.95
+    return outcome.folder

@@ -119,3 +119,39 @@ def distill(
         ),
     }  # fmt: skip
     execute(load_recipe(recipe, overrides, given(flags)), force)
+
+
+@reported
+def export(
+    model: str = typer.Option(..., help="Classifier folder (e.g. runs/bbc-news/02-distill) or Hub id."),
+    data: str = typer.Option("builtin:bbc-news", help="Data whose validation texts check parity (and measure accuracy)."),
+    text_column: Optional[str] = TextColumnOption,
+    text_pair_column: Optional[str] = TextPairColumnOption,
+    label_column: Optional[str] = LabelColumnOption,
+    exporter: Optional[str] = typer.Option(None, help="auto, optimum or torch."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)."),
+    atol: Optional[float] = typer.Option(None, help="Largest allowed |torch - ONNX| logit difference (default 1e-4)."),
+    optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize", help="Write the fused graph too (default on)."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help="Write an fp16 graph for GPUs (default off)."),
+    mobile: Optional[bool] = typer.Option(None, "--mobile/--no-mobile", help="Write the ORT mobile format (default on)."),
+    max_seq_length: Optional[int] = MaxSeqLengthOption,
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle weights (unsafe for untrusted files)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code from the Hub repo."),
+    recipe: Optional[Path] = RecipeOption,
+    overrides: Optional[list[str]] = SetOption,
+    name: Optional[str] = NameOption,
+    output_dir: Optional[str] = OutputOption,
+    force: bool = ForceOption,
+) -> None:
+    """Export a classifier to ONNX: parity-checked, fused, and in the ORT mobile format."""
+    from edgepress.recipe import load_recipe
+
+    flags = {
+        "stages": ["export"], "name": name or (None if recipe else "export"), "output_dir": output_dir,
+        "model.name_or_path": model, "data.source": data,
+        "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
+        "model.allow_pickle": allow_pickle or None, "model.trust_remote_code": trust_remote_code or None,
+        "export.exporter": exporter, "export.opset": opset, "export.atol": atol, "export.optimize": optimize,
+        "export.fp16": fp16, "export.mobile": mobile, "export.max_seq_length": max_seq_length,
+    }  # fmt: skip
+    execute(load_recipe(recipe, overrides, given(flags)), force)

@@ -33,6 +33,7 @@ def resolve_source(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
+            _refuse_onnx_folder(name_or_path, str(path))
             raise ModelError(f"model {name_or_path} is a file; pass the folder that holds config.json and the weights")
         return str(path.resolve())
     if name_or_path.startswith((".", "/", "~")):
@@ -106,6 +107,40 @@ def load_classifier(
         _reset_head(model)
         log.info("classification head initialized for %d labels", len(labels))
     return model, tokenizer
+
+
+def load_trained(
+    cfg: ModelSection, attn_implementation: str | None = None
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """A classifier exactly as saved, head and labels included: the input of export and later stages."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_source(cfg.name_or_path)
+    _refuse_onnx_folder(cfg.name_or_path, source)
+    check_weights_are_safe(source, cfg.allow_pickle)
+    common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    with _loading(cfg.name_or_path, source):
+        config = AutoConfig.from_pretrained(source, **common)
+        if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+            raise ModelError(
+                f"{cfg.name_or_path} has no sequence-classification head (architectures: "
+                f"{', '.join(config.architectures or ['none'])}); fine-tune it first (edgepress finetune), "
+                "or save it with AutoModelForSequenceClassification"
+            )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, use_safetensors=None if cfg.allow_pickle else True, attn_implementation=attn_implementation, **common
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    return model.eval(), tokenizer
+
+
+def _refuse_onnx_folder(name: str, source: str) -> None:
+    path = Path(source)
+    if path.suffix == ".onnx" or (path.is_dir() and not (path / "config.json").exists() and any(path.glob("*.onnx"))):
+        raise ModelError(
+            f"{name} is an ONNX model; this stage reads a torch model folder (config.json and safetensors weights), "
+            "such as the folder of the stage that produced it"
+        )
 
 
 def load_artifact(folder: str | Path) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:

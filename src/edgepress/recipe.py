@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from edgepress.errors import RecipeError
-from edgepress.sections import DataSection, DistillSection, FinetuneSection, ModelSection, Section
+from edgepress.sections import DataSection, DistillSection, ExportSection, FinetuneSection, ModelSection, Section
 from edgepress.stages import STAGES, check_stage_order
 
 
@@ -28,6 +28,7 @@ class Recipe(Section):
     data: DataSection = Field(default_factory=DataSection, description="The dataset and its splits.")
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Teacher fine-tuning.")
     distill: DistillSection = Field(default_factory=DistillSection, description="Distillation into a student.")
+    export: ExportSection = Field(default_factory=ExportSection, description="ONNX export and its checks.")
 
     @field_validator("name")
     @classmethod

@@ -179,3 +179,28 @@ class DistillSection(TrainingSection):
     student: StudentSection = Field(default_factory=StudentSection, description="The student to train.")
     loss: DistillLossSection = Field(default_factory=DistillLossSection, description="The loss terms and weights.")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Transfer-set augmentation.")
+
+
+class ExportSection(Section):
+    """ONNX export of the previous stage's model, checked against torch, plus optimized, fp16 and mobile variants."""
+
+    exporter: Literal["auto", "optimum", "torch"] = Field(
+        "auto", description="optimum's exporter, torch.onnx.export (TorchScript), or auto: optimum where it knows the architecture."
+    )
+    opset: int = Field(18, ge=14, le=21, description="ONNX opset of the exported graph.")
+    max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated to this many tokens for the checks.")
+    parity_examples: int = Field(
+        8, ge=2, le=256, description="Real validation texts of spread-out lengths run through torch and ONNX Runtime."
+    )
+    atol: float = Field(1e-4, gt=0, description="Largest allowed |torch - ONNX| logit difference for fp32 graphs.")
+    optimize: bool = Field(True, description="Also write model_optimized.onnx, fused by ONNX Runtime's transformer optimizer.")
+    fp16: bool = Field(False, description="Also write model_fp16.onnx (fp16 weights and math, fp32 inputs/outputs) for GPUs.")
+    fp16_atol: float = Field(2e-2, gt=0, description="Largest allowed logit difference for the fp16 graph.")
+    mobile: bool = Field(True, description="Also write the ORT mobile format (.ort) and its required-operators config.")
+    eval_batch_size: int = Field(64, gt=0, description="Batch size of the ONNX Runtime accuracy evaluation.")
+
+    @model_validator(mode="after")
+    def _variants_need_the_optimized_graph(self) -> "ExportSection":
+        if (self.fp16 or self.mobile) and not self.optimize:
+            raise ValueError("fp16 and mobile are made from the optimized graph; set optimize: true or turn them off")
+        return self

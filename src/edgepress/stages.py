@@ -29,6 +29,7 @@ STAGES: dict[str, StageSpec] = {
     for spec in (
         StageSpec("finetune", "edgepress.compress.finetune:run_stage", "fine-tune the teacher with the Trainer"),
         StageSpec("distill", "edgepress.compress.distill:run_stage", "distill the teacher into a smaller student"),
+        StageSpec("export", "edgepress.export.onnx:run_stage", "export to ONNX, check parity, optimize"),
     )
 }
 

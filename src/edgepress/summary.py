@@ -35,6 +35,9 @@ def print_summary(outcomes: list["StageOutcome"], console: Console | None = None
     console.print(table)
     last = outcomes[-1]
     metrics = last.manifest.get("metrics", {})
+    if "test" not in metrics:
+        console.print(f"{last.stage}: wrote {last.folder} ({metrics.get('accuracy_note', 'no accuracy measured')})")
+        return
     console.print(
         f"{last.stage}: test accuracy {_percent(metrics, 'test', 'accuracy')}, "
         f"macro-F1 {_percent(metrics, 'test', 'f1_macro')} ({last.folder})"

@@ -1,0 +1,1 @@
+"""ONNX export and the ONNX Runtime helpers that export, quantize and bench share."""

@@ -1,0 +1,150 @@
+"""Stage ``export``: the previous stage's torch model to ONNX, checked against torch, then fused,
+fp16 and mobile variants, each checked again.
+
+The folder it writes opens with ``onnxruntime.InferenceSession(folder / "model.onnx")`` and with
+optimum's ``ORTModelForSequenceClassification.from_pretrained(folder)``: the graph, config.json and
+the tokenizer sit side by side, under the file names optimum expects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgepress.errors import StageError
+from edgepress.export.parity import check_parity, parity_cases, torch_references
+from edgepress.export.runtime import evaluate_onnx, load_onnx, op_counts, open_session
+from edgepress.export.variants import optimize_graph, write_fp16, write_ort_format
+from edgepress.models import load_trained
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from edgepress.pipeline import StageContext
+    from edgepress.sections import ExportSection
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(ctx: "StageContext") -> dict[str, Any]:
+    """Export ``ctx.input_model`` into ``ctx.out_dir`` and check every file written."""
+    cfg = ctx.recipe.export
+    model_cfg = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
+    # eager attention: its MatMul/Softmax pattern is what ONNX Runtime's attention fusion recognizes
+    model, tokenizer = load_trained(model_cfg, attn_implementation="eager")
+    exporter = export_model(model, tokenizer, ctx.out_dir, cfg)
+    cases = parity_cases(tokenizer, ctx.data.split("validation").to_dict(), cfg.max_seq_length, cfg.parity_examples)
+    references = torch_references(model, cases)
+
+    def checked(name: str, atol: float) -> dict[str, Any]:
+        path = ctx.out_dir / name
+        report = check_parity(open_session(path), cases, references, atol, name)
+        log.info("%s: parity ok, max |diff| %.2e over %d examples", name, report["max_abs_diff"], report["examples"])
+        return {"bytes": path.stat().st_size, "parity": report}
+
+    files = {"model.onnx": checked("model.onnx", cfg.atol)}
+    files["model.onnx"]["ops"] = op_counts(load_onnx(ctx.out_dir / "model.onnx"))
+    deployed = "model.onnx"
+    if cfg.optimize:
+        files.update(_variants(ctx.out_dir, model, cfg, checked))
+        deployed = "model_optimized.onnx"
+    return {
+        "exporter": exporter,
+        "opset": cfg.opset,
+        "files": files,
+        "evaluated_file": deployed,
+        **_accuracy(ctx, model, tokenizer, deployed),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _variants(out_dir: Path, model: "PreTrainedModel", cfg: "ExportSection", checked) -> dict[str, Any]:
+    files: dict[str, Any] = {}
+    stats, optimized = optimize_graph(
+        out_dir / "model.onnx", out_dir / "model_optimized.onnx", model.config.model_type, model.config.num_hidden_layers
+    )
+    files["model_optimized.onnx"] = {**checked("model_optimized.onnx", cfg.atol), **stats}
+    if cfg.mobile:
+        for path in write_ort_format(out_dir / "model_optimized.onnx", out_dir):
+            files[path.name] = checked(path.name, cfg.atol) if path.suffix == ".ort" else {"bytes": path.stat().st_size}
+    if cfg.fp16:
+        write_fp16(optimized, out_dir / "model_fp16.onnx")  # last: the conversion rewrites ``optimized`` in place
+        files["model_fp16.onnx"] = checked("model_fp16.onnx", cfg.fp16_atol)
+    return files
+
+
+def _accuracy(ctx: "StageContext", model: "PreTrainedModel", tokenizer, file_name: str) -> dict[str, Any]:
+    """Validation and test accuracy of the deployed graph, when the model's labels are the data's."""
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if labels != ctx.data.labels:
+        log.warning(
+            "the model's labels (%s) are not the data's (%s): accuracy is not measured; parity still is",
+            ", ".join(labels), ", ".join(ctx.data.labels),
+        )  # fmt: skip
+        return {"accuracy_note": "model labels differ from the data's labels; accuracy not measured"}
+    session = open_session(ctx.out_dir / file_name)
+    cfg = ctx.recipe.export
+    return evaluate_onnx(session, tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size)
+
+
+def export_model(
+    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", out_dir: Path, cfg: "ExportSection"
+) -> str:
+    """Write ``model.onnx`` (dynamic batch and sequence axes), config.json and the tokenizer.
+
+    Returns the exporter used: optimum's where it knows the architecture, else torch.onnx.export."""
+    exporter = cfg.exporter
+    if exporter == "auto":
+        exporter = "optimum" if _optimum_supports(model.config.model_type) else "torch"
+    elif exporter == "optimum" and not _optimum_supports(model.config.model_type):
+        raise StageError(
+            f"optimum's ONNX exporter does not support model type {model.config.model_type!r}; "
+            "use export.exporter: torch (or auto)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes are expected
+        if exporter == "optimum":
+            _export_optimum(model, tokenizer, out_dir, cfg.opset)
+        else:
+            _export_torch(model, tokenizer, out_dir, cfg.opset)
+    return exporter
+
+
+def _optimum_supports(model_type: str) -> bool:
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (importing it registers the architectures)
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
+    except KeyError:
+        return False
+    return "text-classification" in tasks
+
+
+def _export_optimum(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int) -> None:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    # optimum's own validation is off: ours (check_parity) runs real texts and fails the stage
+    onnx_export_from_model(
+        model, out_dir, opset=opset, task="text-classification", do_validation=False, preprocessors=[tokenizer]
+    )
+
+
+def _export_torch(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int) -> None:
+    import torch
+
+    sample = tokenizer(["a short text", "a somewhat longer text to pad the batch"], padding=True, return_tensors="pt")
+    # input_names are given to the graph inputs in the order of forward's parameters, not the tokenizer's
+    names = [n for n in inspect.signature(model.forward).parameters if n in sample]
+    axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+    model.config.return_dict = True
+    torch.onnx.export(
+        model, (), str(out_dir / "model.onnx"), kwargs={n: sample[n] for n in names},
+        input_names=names, output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch_size"}},
+        opset_version=opset, dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
+    )  # fmt: skip
+    model.config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,105 @@
+"""ONNX Runtime sessions and evaluation, shared by the export, quantize and bench stages."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from edgepress.errors import ModelError
+from edgepress.features import encode
+from edgepress.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+    from transformers import PreTrainedTokenizerBase
+
+    from edgepress.data import SplitData
+
+
+def load_onnx(path: str | Path) -> "onnx.ModelProto":
+    """Read and check an ONNX file; anything else is one error that names the file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"ONNX model {path} does not exist; check the path or run the export stage first")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(str(path))  # by path, so that models over 2 GB are checked too
+    except Exception as exc:  # protobuf and checker raise many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not a valid ONNX model ({first[:200]}); re-export it with `edgepress export`") from None
+    return model
+
+
+def open_session(
+    path: str | Path, providers: Iterable[str] = ("CPUExecutionProvider",), threads: int | None = None
+) -> "ort.InferenceSession":
+    """An InferenceSession for an ``.onnx`` or ``.ort`` file, with a readable error for a bad file."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        load_onnx(path)  # the checker's message is clearer than the session's
+    elif not path.is_file():
+        raise ModelError(f"model {path} does not exist; check the path")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"ONNX Runtime cannot load {path} ({first[:300]}); re-export it") from None
+
+
+def feeds(session: "ort.InferenceSession", encoded: dict) -> dict[str, np.ndarray]:
+    """The inputs this graph takes, as int64 arrays (tokenizers may return more, e.g. token_type_ids)."""
+    names = [i.name for i in session.get_inputs()]
+    missing = [n for n in names if n not in encoded]
+    if missing:
+        raise ModelError(f"the ONNX graph wants inputs {', '.join(missing)} that the tokenizer does not produce")
+    return {n: np.asarray(encoded[n], dtype=np.int64) for n in names}
+
+
+def onnx_logits(
+    session: "ort.InferenceSession",
+    tokenizer: "PreTrainedTokenizerBase",
+    rows: dict[str, list],
+    max_length: int,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Logits for ``rows`` (``text``, optional ``text_pair``), each batch padded to its longest row."""
+    chunks = []
+    for start in range(0, len(rows["text"]), batch_size):
+        batch = {k: v[start : start + batch_size] for k, v in rows.items() if k in ("text", "text_pair")}
+        encoded = encode(tokenizer, batch, max_length, padding=True, return_tensors="np")
+        chunks.append(np.asarray(session.run(None, feeds(session, encoded))[0], dtype=np.float32))
+    return np.concatenate(chunks)
+
+
+def evaluate_onnx(
+    session: "ort.InferenceSession",
+    tokenizer: "PreTrainedTokenizerBase",
+    data: "SplitData",
+    max_length: int,
+    splits: tuple[str, ...] = ("validation", "test"),
+    batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """``{split: {"accuracy": ..., "f1_macro": ...}}`` of an ONNX classifier, like ``evaluate_torch``."""
+    results = {}
+    for name in splits:
+        split = data.split(name)
+        logits = onnx_logits(session, tokenizer, split.to_dict(), max_length, batch_size)
+        results[name] = classification_metrics(np.asarray(split["label"]), logits.argmax(axis=-1))
+    return results
+
+
+def op_counts(model: "onnx.ModelProto") -> dict[str, int]:
+    """Nodes per op type in the main graph, most common first."""
+    return dict(Counter(node.op_type for node in model.graph.node).most_common())

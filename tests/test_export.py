@@ -1,0 +1,151 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import build_tiny_bert
+from edgepress.cli import app
+from edgepress.data import load_data
+from edgepress.errors import ModelError
+from edgepress.export.onnx import export_model
+from edgepress.export.parity import ParityError, check_parity, parity_cases, torch_references
+from edgepress.export.runtime import feeds, open_session
+from edgepress.models import load_trained
+from edgepress.pipeline import run_recipe
+from edgepress.recipe import validate_recipe
+from edgepress.sections import DataSection, ExportSection, ModelSection
+
+runner = CliRunner()
+
+
+def export_recipe(tmp_path: Path, model: Path, data: Path, **export):
+    return validate_recipe({
+        "name": "export", "output_dir": str(tmp_path / "runs"), "stages": ["export"],
+        "model": {"name_or_path": str(model)}, "data": {"source": str(data)},
+        "export": {"max_seq_length": 24, **export},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_classifier, tiny_csv):
+    tmp = tmp_path_factory.mktemp("export")
+    (outcome,) = run_recipe(export_recipe(tmp, tiny_classifier, tiny_csv, fp16=True))
+    return outcome
+
+
+def test_every_variant_is_written_and_passes_parity(exported, tiny_classifier):
+    files = exported.manifest["metrics"]["files"]
+    expected = {"model.onnx", "model_optimized.onnx", "model_optimized.ort", "model_fp16.onnx"}
+    assert expected | {"model_optimized.required_operators.config"} == set(files)
+    for name in expected:
+        assert (exported.folder / name).is_file()
+        parity = files[name]["parity"]
+        assert parity["passed"] and parity["argmax_disagreements"] == 0
+        assert parity["examples"] == 16 and len(parity["cases"]) == 9  # 8 texts alone, then in one padded batch
+    assert files["model.onnx"]["parity"]["max_abs_diff"] < 1e-4
+    assert files["model_fp16.onnx"]["parity"]["tolerance"] == pytest.approx(2e-2)
+    assert files["model_fp16.onnx"]["bytes"] < 0.7 * files["model_optimized.onnx"]["bytes"]
+    # ONNX and torch classify the test split the same: parity made visible in the metric users read
+    torch_manifest = json.loads((tiny_classifier / "edgepress.json").read_text())
+    assert exported.manifest["metrics"]["test"] == pytest.approx(torch_manifest["metrics"]["test"])
+
+
+def test_optimized_graph_has_fused_ops_and_fewer_nodes(exported):
+    optimized = exported.manifest["metrics"]["files"]["model_optimized.onnx"]
+    assert optimized["fused_ops"]["Attention"] == 2 == optimized["attention_fused_layers"] == optimized["layers"]
+    assert optimized["fused_ops"]["SkipLayerNormalization"] == 4
+    graph = onnx.load(str(exported.folder / "model_optimized.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops and "Softmax" not in ops
+    assert len(graph.node) < sum(exported.manifest["metrics"]["files"]["model.onnx"]["ops"].values())
+
+
+def test_ort_mobile_file_loads_and_lists_its_operators(exported):
+    config = (exported.folder / "model_optimized.required_operators.config").read_text()
+    assert "com.microsoft;1;" in config and "Attention" in config
+    session = open_session(exported.folder / "model_optimized.ort")
+    plain = open_session(exported.folder / "model.onnx")
+    inputs = {"input_ids": np.array([[2, 10, 48, 3]]), "attention_mask": np.ones((1, 4)), "token_type_ids": np.zeros((1, 4))}
+    np.testing.assert_allclose(session.run(None, feeds(session, inputs))[0], plain.run(None, feeds(plain, inputs))[0], atol=1e-5)
+
+
+def test_folder_opens_with_optimum_ort_model(exported, tiny_classifier):
+    import torch
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported.folder)
+    inputs = tokenizer(["w1 goal w2 w3", "w4 vote"], padding=True, return_tensors="pt")
+    ort_model = ORTModelForSequenceClassification.from_pretrained(exported.folder)
+    reference = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(ort_model(**inputs).logits.numpy(), reference(**inputs).logits.numpy(), atol=1e-4)
+    assert ort_model.config.id2label == reference.config.id2label
+
+
+def tampered_parity(tmp_path, tiny_classifier, tiny_csv, change):
+    model, tokenizer = load_trained(ModelSection(name_or_path=str(tiny_classifier)), attn_implementation="eager")
+    export_model(model, tokenizer, tmp_path, ExportSection())
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    bias = next(i for i in graph.graph.initializer if i.name == "classifier.bias")
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[0] += change
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    onnx.save(graph, str(tmp_path / "model.onnx"))
+    rows = load_data(DataSection(source=str(tiny_csv))).validation.to_dict()
+    cases = parity_cases(tokenizer, rows, 24, 4)
+    return check_parity(open_session(tmp_path / "model.onnx"), cases, torch_references(model, cases), 1e-4, "model.onnx")
+
+
+def test_parity_fails_when_one_initializer_is_changed(tmp_path, tiny_classifier, tiny_csv):
+    assert tampered_parity(tmp_path / "a", tiny_classifier, tiny_csv, change=0.0)["passed"]
+    with pytest.raises(ParityError, match=r"parity check failed for model.onnx: max \|logit difference\| 1.00e-02"):
+        tampered_parity(tmp_path / "b", tiny_classifier, tiny_csv, change=0.01)
+
+
+def test_torch_exporter_names_inputs_in_forward_order(tmp_path, tiny_classifier, tiny_csv):
+    (outcome,) = run_recipe(export_recipe(tmp_path, tiny_classifier, tiny_csv, exporter="torch", mobile=False))
+    metrics = outcome.manifest["metrics"]
+    assert metrics["exporter"] == "torch" and metrics["files"]["model_optimized.onnx"]["parity"]["passed"]
+    session = open_session(outcome.folder / "model.onnx")
+    # the tokenizer yields token_type_ids before attention_mask; BERT's forward takes them the other way round
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_corrupt_and_non_onnx_files_are_clear_errors(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"\x00not an onnx model")
+    with pytest.raises(ModelError, match=r"model.onnx is not a valid ONNX model .*re-export it"):
+        open_session(tmp_path / "model.onnx")
+    (tmp_path / "notes.onnx").write_text("hello")
+    with pytest.raises(ModelError, match="is not a valid ONNX model"):
+        open_session(tmp_path / "notes.onnx")
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "model.onnx"), "--output-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "is an ONNX model; this stage reads a torch model folder" in result.stderr
+    assert not (tmp_path / "runs" / "export" / "01-export").exists()
+
+
+def test_a_model_without_classification_head_is_refused(tmp_path, tiny_bert, tiny_csv):
+    result = runner.invoke(app, ["export", "--model", str(tiny_bert), "--data", str(tiny_csv), "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "has no sequence-classification head (architectures: BertModel)" in result.stderr
+
+
+def test_export_command_on_a_folder_made_outside_edgepress(tmp_path, tiny_csv):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = build_tiny_bert(tmp_path / "base")
+    outside = tmp_path / "outside"  # what a user saves after adding a fresh head themselves
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=4).save_pretrained(outside)
+    AutoTokenizer.from_pretrained(base).save_pretrained(outside)
+    args = ["export", "--model", str(outside), "--data", str(tiny_csv), "--output-dir", str(tmp_path / "runs"), "--max-seq-length", "24"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "model labels differ from the data's labels; accuracy not measured" in result.stdout
+    folder = tmp_path / "runs" / "export" / "01-export"
+    manifest = json.loads((folder / "edgepress.json").read_text())
+    assert manifest["metrics"]["files"]["model_optimized.onnx"]["parity"]["passed"]
+    assert open_session(folder / "model_optimized.onnx").get_outputs()[0].shape[-1] == 4
