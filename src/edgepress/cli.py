@@ -15,7 +15,7 @@ import typer
 
 from edgepress import __version__
 from edgepress.cli_common import STATE, ForceOption, SetOption, execute, reported
-from edgepress.cli_stages import distill, export, finetune
+from edgepress.cli_stages import distill, export, finetune, quantize
 
 app = typer.Typer(
     help="Compress Transformer text classifiers: fine-tune, distill, prune, quantize, export to ONNX, benchmark.",
@@ -28,6 +28,7 @@ app.add_typer(recipe_app, name="recipe")
 app.command()(finetune)
 app.command()(distill)
 app.command()(export)
+app.command()(quantize)
 
 
 def _version(value: bool) -> None:

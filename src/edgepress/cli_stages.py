@@ -155,3 +155,44 @@ def export(
         "export.fp16": fp16, "export.mobile": mobile, "export.max_seq_length": max_seq_length,
     }  # fmt: skip
     execute(load_recipe(recipe, overrides, given(flags)), force)
+
+
+@reported
+def quantize(
+    model: str = typer.Option(..., help="Folder of the export stage (model.onnx, model_optimized.onnx, config, tokenizer)."),
+    data: str = typer.Option("builtin:bbc-news", help="The data the model was trained on: calibration and accuracy checks."),
+    text_column: Optional[str] = TextColumnOption,
+    text_pair_column: Optional[str] = TextPairColumnOption,
+    label_column: Optional[str] = LabelColumnOption,
+    target: Optional[str] = typer.Option(None, help="auto (this CPU), avx2, avx512, avx512_vnni or arm64."),
+    dynamic: Optional[bool] = typer.Option(None, "--dynamic/--no-dynamic", help="Write the dynamic int8 model (default on)."),
+    static: Optional[bool] = typer.Option(None, "--static/--no-static", help="Write the static int8 model (default on)."),
+    calibration_method: Optional[str] = typer.Option(None, help="minmax, entropy or percentile."),
+    calibration_samples: Optional[int] = typer.Option(None, help="Training texts used for calibration (default 128)."),
+    quant_format: Optional[str] = typer.Option(None, "--format", help="QDQ or QOperator (static)."),
+    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--per-tensor", help="Weight scales per channel."),
+    tolerance: Optional[float] = typer.Option(None, help="Largest relative validation-accuracy drop (default 0.01)."),
+    tune: Optional[bool] = typer.Option(None, "--tune/--no-tune", help="Search settings when the first misses the tolerance."),
+    exclude_op_type: Optional[list[str]] = typer.Option(None, help="Op type kept in fp32 (repeatable)."),
+    exclude_node: Optional[list[str]] = typer.Option(None, help="Node name kept in fp32 (repeatable)."),
+    max_seq_length: Optional[int] = MaxSeqLengthOption,
+    recipe: Optional[Path] = RecipeOption,
+    overrides: Optional[list[str]] = SetOption,
+    name: Optional[str] = NameOption,
+    output_dir: Optional[str] = OutputOption,
+    force: bool = ForceOption,
+) -> None:
+    """Quantize an exported ONNX classifier to int8 (dynamic and static), within an accuracy tolerance."""
+    from edgepress.recipe import load_recipe
+
+    flags = {
+        "stages": ["quantize"], "name": name or (None if recipe else "quantize"), "output_dir": output_dir,
+        "model.name_or_path": model, "data.source": data,
+        "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
+        "quantize.target": target, "quantize.dynamic": dynamic, "quantize.static": static,
+        "quantize.calibration_method": calibration_method, "quantize.calibration_samples": calibration_samples,
+        "quantize.format": quant_format, "quantize.per_channel": per_channel, "quantize.tolerance": tolerance,
+        "quantize.tune": tune, "quantize.exclude_op_types": exclude_op_type or None,
+        "quantize.exclude_nodes": exclude_node or None, "quantize.max_seq_length": max_seq_length,
+    }  # fmt: skip
+    execute(load_recipe(recipe, overrides, given(flags)), force)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from edgepress.errors import RecipeError
-from edgepress.sections import DataSection, DistillSection, ExportSection, FinetuneSection, ModelSection, Section
+from edgepress.sections import DataSection, DistillSection, ExportSection, FinetuneSection, ModelSection, QuantizeSection, Section
 from edgepress.stages import STAGES, check_stage_order
 
 
@@ -29,6 +29,7 @@ class Recipe(Section):
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Teacher fine-tuning.")
     distill: DistillSection = Field(default_factory=DistillSection, description="Distillation into a student.")
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX export and its checks.")
+    quantize: QuantizeSection = Field(default_factory=QuantizeSection, description="int8 quantization of the ONNX model.")
 
     @field_validator("name")
     @classmethod

@@ -204,3 +204,35 @@ class ExportSection(Section):
         if (self.fp16 or self.mobile) and not self.optimize:
             raise ValueError("fp16 and mobile are made from the optimized graph; set optimize: true or turn them off")
         return self
+
+
+class QuantizeSection(Section):
+    """int8 variants of the exported fp32 ONNX model, checked against it on the validation split."""
+
+    dynamic: bool = Field(True, description="Write model_int8_dynamic.onnx: int8 weights, activations quantized at run time.")
+    static: bool = Field(True, description="Write model_int8_static.onnx: int8 weights and calibrated int8 activations.")
+    target: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = Field(
+        "auto", description="Hardware preset for types and ranges; auto: this machine's CPU. See the README for the reasons."
+    )
+    format: Literal["QDQ", "QOperator"] = Field("QDQ", description="Static graph format: QuantizeLinear/DequantizeLinear pairs, or integer ops.")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="How activation ranges are found.")
+    calibration_samples: int = Field(128, gt=0, description="Training texts run through the model to calibrate activation ranges.")
+    per_channel: Optional[bool] = Field(None, description="One scale per output channel of each weight; default: the preset's.")
+    activation_type: Optional[Literal["uint8", "int8"]] = Field(None, description="Static activation type; default: the preset's.")
+    weight_type: Optional[Literal["int8", "uint8"]] = Field(None, description="Weight type; default: the preset's.")
+    reduce_range: Optional[bool] = Field(None, description="7-bit weights, against int16 saturation on x86 without VNNI; default: the preset's.")
+    exclude_op_types: list[str] = Field([], description="Op types left in fp32, e.g. [Attention].")
+    exclude_nodes: list[str] = Field([], description="Node names left in fp32.")
+    tolerance: float = Field(
+        0.01, ge=0, lt=1, description="Largest allowed relative validation-accuracy drop against the fp32 ONNX model."
+    )
+    tune: bool = Field(True, description="When the configured variant misses the tolerance, try others (see the README).")
+    max_trials: int = Field(8, gt=0, le=64, description="Configurations tried per variant, the configured one included.")
+    max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (calibration: padded) to this many tokens.")
+    eval_batch_size: int = Field(64, gt=0, description="Batch size of the accuracy evaluations.")
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> "QuantizeSection":
+        if not (self.dynamic or self.static):
+            raise ValueError("dynamic and static are both false; turn on at least one")
+        return self

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -103,3 +106,19 @@ def evaluate_onnx(
 def op_counts(model: "onnx.ModelProto") -> dict[str, int]:
     """Nodes per op type in the main graph, most common first."""
     return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime():
+    """ONNX Runtime's Python tools (optimizer, quantizer, converter) log every step, on loggers such
+    as ``fusion_base`` or the root logger, and print some; keep that for --debug. What matters
+    (fused-op counts, accuracies) is reported by edgepress itself."""
+    if logging.getLogger("edgepress").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)

@@ -4,8 +4,6 @@ settings and records what they did."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import shutil
 import tempfile
@@ -13,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgepress.errors import StageError
+from edgepress.export.runtime import quiet_onnxruntime as _quiet
 
 if TYPE_CHECKING:
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -87,18 +86,3 @@ def write_ort_format(source: Path, folder: Path) -> list[Path]:
             shutil.move(str(produced), folder / produced.name)
             written.append(folder / produced.name)
     return written
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's optimizer logs every fusion (under loggers such as ``fusion_base``) and prints
-    some; keep that for --debug. Whether attention fused is reported by edgepress itself."""
-    if logging.getLogger("edgepress").isEnabledFor(logging.DEBUG):
-        yield
-        return
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(logging.NOTSET)

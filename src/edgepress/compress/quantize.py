@@ -1,0 +1,190 @@
+"""Stage ``quantize``: int8 models from the exported fp32 ONNX model, with ONNX Runtime's quantizer.
+
+Dynamic quantization starts from the fused graph (``model_optimized.onnx``), where ONNX Runtime
+has integer kernels for the fused ops (QAttention, QEmbedLayerNormalization). Static quantization
+starts from the plain graph (``model.onnx``): every MatMul gets int8 inputs there, which the fused
+Attention op would hide. Each variant must keep the validation accuracy within ``tolerance`` of the
+fp32 model; if the configured settings miss it and ``tune`` is on, other settings are tried, then
+the most sensitive nodes are kept in fp32 until one passes (see ``settings_to_try``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgepress.compress.quant_configs import QuantConfig, first_config, resolve_target, settings_to_try
+from edgepress.compress.quant_search import Calibration, Reference, judge, quantize, sensitivity
+from edgepress.errors import ModelError, StageError
+from edgepress.export.runtime import load_onnx, onnx_logits, op_counts, open_session
+from edgepress.metrics import classification_metrics
+from edgepress.models import resolve_source
+
+if TYPE_CHECKING:
+    from edgepress.pipeline import StageContext
+
+log = logging.getLogger(__name__)
+
+SOURCES = {"dynamic": ("model_optimized.onnx", "model.onnx"), "static": ("model.onnx",)}
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QAttention",
+             "QEmbedLayerNormalization", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat")  # fmt: skip
+KEPT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+              "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")  # fmt: skip
+
+
+def run_stage(ctx: "StageContext") -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    cfg = ctx.recipe.quantize
+    folder = Path(resolve_source(ctx.input_model))
+    _check_labels(folder, ctx.data.labels)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    target, preset = resolve_target(cfg.target)
+    for name in KEPT_FILES:  # so that ORTModelForSequenceClassification opens the folder
+        if (folder / name).is_file():
+            shutil.copy(folder / name, ctx.out_dir / name)
+    fp32_file = _source(folder, "dynamic")
+    fp32 = open_session(fp32_file)
+    val_logits = onnx_logits(fp32, tokenizer, ctx.data.validation.to_dict(), cfg.max_seq_length, cfg.eval_batch_size)
+    reference = _reference(ctx.data.validation.to_dict(), np.asarray(ctx.data.validation["label"]), val_logits)
+    test_rows = ctx.data.test.to_dict()
+    fp32_test = onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size).argmax(-1)
+    calibration = Calibration(tokenizer, _calibration_texts(ctx), cfg.max_seq_length) if cfg.static else None
+    variants = {}
+    with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
+        for mode in [m for m in ("dynamic", "static") if getattr(cfg, m)]:
+            source = _source(folder, mode)
+            config, trials = _search(mode, source, Path(scratch), tokenizer, reference, calibration, ctx, preset)
+            final = ctx.out_dir / f"model_int8_{mode}.onnx"
+            shutil.move(Path(scratch) / f"{mode}-kept.onnx", final)
+            variants[mode] = _describe(final, source, config, trials, tokenizer, test_rows, fp32_test, ctx)
+            _log_variant(mode, variants[mode])
+    first = next(iter(variants.values()))
+    return {
+        "target": target, "preset": asdict(preset), "source_folder": str(folder),
+        "fp32": {"file": fp32_file.name, "validation": {"accuracy": reference.accuracy},
+                 "test": classification_metrics(np.asarray(ctx.data.test["label"]), fp32_test)},
+        "variants": variants, "evaluated_file": first["file"],
+        "validation": first["validation"], "test": first["test"],
+    }  # fmt: skip
+
+
+def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) -> tuple[QuantConfig, list[dict]]:
+    """Try settings until one keeps the accuracy; then keep the most sensitive nodes in fp32, 1, 2, 4, ... of them."""
+    cfg = ctx.recipe.quantize
+    first = first_config(mode, cfg, preset)
+    trials: list[dict] = []
+
+    def attempt(config: QuantConfig) -> bool:
+        path = work / f"{mode}-trial.onnx"
+        quantize(config, source, path, calibration, _cache(work, config))
+        trial = {"config": config.to_json(), "described": config.describe(), **judge(
+            path, tokenizer, reference, cfg.max_seq_length, cfg.eval_batch_size, cfg.tolerance)}  # fmt: skip
+        trials.append(trial)
+        log.info("int8 %s, %s: val accuracy %.2f%% (fp32 %.2f%%)%s", mode, config.describe(), 100 * trial["val_accuracy"],
+                 100 * reference.accuracy, " COLLAPSED" if trial["collapsed"] else "")  # fmt: skip
+        if trial["within_tolerance"]:
+            shutil.move(path, work / f"{mode}-kept.onnx")
+        return trial["within_tolerance"]
+
+    settings = settings_to_try(first) if cfg.tune else [first]
+    for config in settings[: cfg.max_trials]:
+        if attempt(config):
+            return config, trials
+    if cfg.tune and len(trials) < cfg.max_trials:
+        best = max(trials, key=lambda t: t["val_accuracy"])
+        base = next(c for c in settings if c.to_json() == best["config"])
+        ranked = [name for name, _ in sensitivity(base, source, work, tokenizer, reference, cfg.max_seq_length, calibration, _cache(work, base))]
+        count = 1
+        while len(trials) < cfg.max_trials and count <= len(ranked):
+            config = replace(base, excluded=base.excluded + tuple(ranked[:count]))
+            if attempt(config):
+                return config, trials
+            count *= 2
+    raise StageError(_failure(mode, trials, reference, cfg.tolerance, cfg.tune))
+
+
+def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: float, tuned: bool) -> str:
+    tried = "; ".join(
+        f"{t['described']}: {100 * t['val_accuracy']:.2f}%{' (collapsed)' if t['collapsed'] else ''}" for t in trials
+    )
+    hint = "raise quantize.tolerance, exclude op types (quantize.exclude_op_types), or turn this variant off"
+    if not tuned:
+        hint = "turn on quantize.tune to search other settings, or " + hint
+    return (
+        f"no int8 {mode} model kept validation accuracy within {100 * tolerance:g}% (relative) of fp32's "
+        f"{100 * reference.accuracy:.2f}%; tried {tried}; {hint}"
+    )
+
+
+def _describe(final: Path, source: Path, config, trials, tokenizer, test_rows, fp32_test, ctx) -> dict[str, Any]:
+    cfg = ctx.recipe.quantize
+    session = open_session(final)
+    test_predictions = onnx_logits(session, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size).argmax(-1)
+    kept = trials[-1]
+    ops = op_counts(load_onnx(final))
+    return {
+        "file": final.name, "source": source.name, "config": config.to_json(), "described": config.describe(),
+        "validation": {"accuracy": kept["val_accuracy"]},
+        "test": classification_metrics(np.asarray(test_rows["label"]), test_predictions),
+        "test_agreement_with_fp32": float((test_predictions == fp32_test).mean()),
+        "validation_agreement_with_fp32": kept["agreement"],
+        "bytes": final.stat().st_size, "size_ratio": round(final.stat().st_size / source.stat().st_size, 4),
+        "quantized_ops": {op: n for op, n in ops.items() if op in QUANT_OPS},
+        "latency_ms_batch1_indicative": kept["latency_ms"], "trials": trials,
+    }  # fmt: skip
+
+
+def _log_variant(mode: str, variant: dict) -> None:
+    log.info(
+        "int8 %s kept (%s): test accuracy %.2f%%, agrees with fp32 on %.1f%% of test, %.2fx the fp32 file size",
+        mode, variant["described"], 100 * variant["test"]["accuracy"], 100 * variant["test_agreement_with_fp32"],
+        variant["size_ratio"],
+    )  # fmt: skip
+
+
+def _source(folder: Path, mode: str) -> Path:
+    for name in SOURCES[mode]:
+        if (folder / name).is_file():
+            return folder / name
+    raise ModelError(
+        f"{folder} has no {' or '.join(SOURCES[mode])}; quantize reads the folder of the export stage "
+        "(run stages: [..., export, quantize], or edgepress export first)"
+    )
+
+
+def _check_labels(folder: Path, labels: list[str]) -> None:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{folder} has no config.json; quantize reads the folder of the export stage")
+    id2label = json.loads(config_file.read_text()).get("id2label", {})
+    model_labels = [id2label[k] for k in sorted(id2label, key=int)]
+    if model_labels != labels:
+        raise ModelError(
+            f"the model's labels ({', '.join(model_labels)}) are not the data's ({', '.join(labels)}); quantization is "
+            "judged by accuracy on the data, so give the data the model was trained on"
+        )
+
+
+def _reference(rows: dict, labels: np.ndarray, logits: np.ndarray) -> Reference:
+    predictions = logits.argmax(-1)
+    chance = float(np.bincount(labels).max() / len(labels))
+    return Reference(rows, labels, predictions, logits, float((predictions == labels).mean()), chance)
+
+
+def _calibration_texts(ctx: "StageContext") -> dict[str, list]:
+    train = ctx.data.train.shuffle(seed=ctx.recipe.seed)
+    sample = train.select(range(min(ctx.recipe.quantize.calibration_samples, len(train))))
+    return {k: sample[k] for k in ("text", "text_pair") if k in sample.column_names}
+
+
+def _cache(work: Path, config: QuantConfig) -> Path | None:
+    """Calibrated ranges depend only on the graph and the method: later trials reuse them."""
+    return work / f"calibration-{config.calibration_method}.json" if config.mode == "static" else None
