@@ -1,0 +1,157 @@
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_recipe
+from edgepress.cli import app
+from edgepress.compress.quant_configs import PRESETS, QuantConfig, cpu_target, first_config, resolve_target, settings_to_try
+from edgepress.errors import StageError
+from edgepress.pipeline import run_recipe
+from edgepress.recipe import validate_recipe
+from edgepress.sections import QuantizeSection
+
+runner = CliRunner()
+
+
+def build_wide_bert(folder: Path) -> Path:
+    """Like conftest's tiny BERT but 128 wide, so that weight matrices, not node names, fill the
+    file and the int8 size ratio means something."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from conftest import FILLER, KEYWORDS, SPECIAL
+    import torch
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + FILLER + [w for words in KEYWORDS.values() for w in words]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=512, max_position_embeddings=32)  # fmt: skip
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny_csv):
+    tmp = tmp_path_factory.mktemp("quantize")
+    raw = tiny_recipe(tmp, build_wide_bert(tmp / "base"), tiny_csv, learning_rate=5e-4, epochs=4).model_dump(mode="json")
+    raw["stages"] = ["finetune", "export", "quantize"]
+    raw["export"] = {"max_seq_length": 24, "mobile": False}
+    raw["quantize"] = {"max_seq_length": 24, "calibration_samples": 64}
+    return run_recipe(validate_recipe(raw))
+
+
+def test_both_variants_are_int8_small_and_agree_with_fp32(quantized):
+    finetuned, exported, outcome = quantized
+    assert finetuned.manifest["metrics"]["test"]["accuracy"] >= 0.95
+    metrics = outcome.manifest["metrics"]
+    dynamic, static = metrics["variants"]["dynamic"], metrics["variants"]["static"]
+    assert dynamic["source"] == "model_optimized.onnx" and static["source"] == "model.onnx"
+    assert dynamic["quantized_ops"]["MatMulInteger"] >= 4 and dynamic["quantized_ops"]["QAttention"] == 2
+    assert static["quantized_ops"]["QuantizeLinear"] > 10 and static["quantized_ops"]["DequantizeLinear"] > 10
+    for variant in (dynamic, static):
+        assert 0.2 < variant["size_ratio"] < 0.35  # int8 weights: about a quarter of fp32
+        assert variant["test_agreement_with_fp32"] >= 0.95
+        assert (outcome.folder / variant["file"]).is_file()
+    assert metrics["test"] == dynamic["test"] and metrics["target"] in PRESETS
+
+
+def test_int8_folder_opens_with_optimum(quantized):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    folder = quantized[-1].folder
+    model = ORTModelForSequenceClassification.from_pretrained(folder, file_name="model_int8_dynamic.onnx")
+    logits = model(**AutoTokenizer.from_pretrained(folder)(["w1 goal w2"], return_tensors="pt")).logits
+    assert logits.shape == (1, 3)
+
+
+def test_excluded_nodes_stay_fp32(quantized, tmp_path):
+    from edgepress.compress.quant_search import Calibration, quantize
+
+    source = quantized[1].folder / "model.onnx"
+    graph = onnx.load(str(source)).graph
+    initializers = {i.name for i in graph.initializer}
+    kept = next(n for n in graph.node if n.op_type == "MatMul" and any(x in initializers for x in n.input))
+    config = replace(first_config("static", QuantizeSection(), PRESETS["avx2"]), excluded=(kept.name,))
+    from transformers import AutoTokenizer
+
+    calibration = Calibration(AutoTokenizer.from_pretrained(source.parent), {"text": ["w1 goal w2", "w3 vote"] * 4}, 24)
+    quantize(config, source, tmp_path / "q.onnx", calibration)
+    out = onnx.load(str(tmp_path / "q.onnx")).graph
+    node = next(n for n in out.node if n.name == kept.name)
+    producers = {o: n.op_type for n in out.node for o in n.output}
+    float_weights = {i.name for i in out.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    weight = next(x for x in kept.input if x in initializers)
+    assert weight in node.input and weight in float_weights  # its weight is read as fp32, not dequantized int8
+    others = [n for n in graph.node if n.op_type == "MatMul" and n.name != kept.name and any(x in initializers for x in n.input)]
+    quantized_weights = [n for n in out.node if n.name in {o.name for o in others} and any(producers.get(x) == "DequantizeLinear" and x not in float_weights for x in n.input)]
+    assert len(quantized_weights) == len(others) > 0
+
+
+def test_an_unreachable_tolerance_lists_what_was_tried(quantized, tmp_path, tiny_csv):
+    from transformers import AutoTokenizer
+
+    from edgepress.compress import quantize as stage
+    from edgepress.compress.quant_search import Reference
+    from edgepress.data import load_data
+    from edgepress.sections import DataSection
+
+    folder = quantized[1].folder
+    data = load_data(DataSection(source=str(tiny_csv)))
+    rows = data.validation.to_dict()
+    labels = np.asarray(data.validation["label"])
+    # an fp32 accuracy above 100%: no int8 model can be within a tolerance of 0 of it
+    reference = Reference(rows, labels, labels, np.zeros((len(labels), 3)), accuracy=1.01, chance=1 / 3)
+    ctx = type("Ctx", (), {"recipe": validate_recipe({"quantize": {"max_seq_length": 24, "tolerance": 0.0, "max_trials": 4}})})
+    with pytest.raises(StageError) as error:
+        stage._search("dynamic", folder / "model_optimized.onnx", tmp_path, AutoTokenizer.from_pretrained(folder),
+                      reference, None, ctx, PRESETS["avx2"])  # fmt: skip
+    message = str(error.value)
+    assert message.startswith("no int8 dynamic model kept validation accuracy within 0% (relative) of fp32's 101.00%")
+    assert message.count("dynamic, U8S8") == 4  # max_trials configurations, each named with its accuracy
+    assert "1 node(s) kept fp32" in message and "raise quantize.tolerance" in message
+
+
+def test_presets_fill_what_the_recipe_leaves_open():
+    avx2 = first_config("static", QuantizeSection(), PRESETS["avx2"])
+    assert (avx2.activation_type, avx2.weight_type, avx2.reduce_range) == ("uint8", "int8", True)
+    arm = first_config("static", QuantizeSection(reduce_range=True), PRESETS["arm64"])
+    assert (arm.activation_type, arm.reduce_range) == ("int8", True)  # the recipe wins over the preset
+    assert first_config("dynamic", QuantizeSection(), PRESETS["arm64"]).activation_type == "uint8"
+    settings = settings_to_try(avx2)
+    assert settings[0] == avx2 and settings[1].per_channel != avx2.per_channel
+    assert [s.calibration_method for s in settings[2:4]] == ["percentile", "entropy"]
+    assert all(isinstance(s, QuantConfig) and not s.excluded for s in settings)
+
+
+def test_a_preset_for_another_cpu_is_warned_about(caplog):
+    here, flags = cpu_target()
+    other = "arm64" if here != "arm64" else "avx2"
+    assert resolve_target("auto") == (here, PRESETS[here])
+    with caplog.at_level("WARNING"):
+        resolve_target(other)
+    assert f"quantize.target is {other} but this CPU is {here}" in caplog.text
+
+
+def test_quantize_command_refuses_a_torch_folder(tmp_path, tiny_classifier, tiny_csv):
+    result = runner.invoke(app, ["quantize", "--model", str(tiny_classifier), "--data", str(tiny_csv), "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "has no model_optimized.onnx or model.onnx; quantize reads the folder of the export stage" in result.stderr
+    assert not (tmp_path / "quantize" / "01-quantize").exists()
+
+
+def test_quantize_command_on_an_export_folder(tmp_path, quantized, tiny_csv):
+    args = ["quantize", "--model", str(quantized[1].folder), "--data", str(tiny_csv), "--output-dir", str(tmp_path),
+            "--no-static", "--max-seq-length", "24"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "quantize" / "01-quantize" / "edgepress.json").read_text())
+    assert list(manifest["metrics"]["variants"]) == ["dynamic"]
+    assert "quantize: test accuracy" in result.stdout
