@@ -21,6 +21,8 @@ LearningRateOption = typer.Option(None, help="Peak learning rate.")
 BatchSizeOption = typer.Option(None, help="Training batch size.")
 MaxSeqLengthOption = typer.Option(None, help="Truncate texts to this many tokens.")
 SeedOption = typer.Option(None, help="Random seed.")
+AllowPickleOption = typer.Option(False, "--allow-pickle", help="Accept pickle weights (unsafe for untrusted files).")
+TrustRemoteCodeOption = typer.Option(False, "--trust-remote-code", help="Run model code from the Hub repo.")
 
 
 def _common_flags(stage: str, data: str, columns: tuple, training: tuple, seed: Optional[int]) -> dict:
@@ -48,8 +50,8 @@ def finetune(
     batch_size: Optional[int] = BatchSizeOption,
     max_seq_length: Optional[int] = MaxSeqLengthOption,
     seed: Optional[int] = SeedOption,
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle weights (unsafe for untrusted files)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code from the Hub repo."),
+    allow_pickle: bool = AllowPickleOption,
+    trust_remote_code: bool = TrustRemoteCodeOption,
     recipe: Optional[Path] = RecipeOption,
     overrides: Optional[list[str]] = SetOption,
     name: Optional[str] = NameOption,
@@ -135,8 +137,8 @@ def export(
     fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help="Write an fp16 graph for GPUs (default off)."),
     mobile: Optional[bool] = typer.Option(None, "--mobile/--no-mobile", help="Write the ORT mobile format (default on)."),
     max_seq_length: Optional[int] = MaxSeqLengthOption,
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle weights (unsafe for untrusted files)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code from the Hub repo."),
+    allow_pickle: bool = AllowPickleOption,
+    trust_remote_code: bool = TrustRemoteCodeOption,
     recipe: Optional[Path] = RecipeOption,
     overrides: Optional[list[str]] = SetOption,
     name: Optional[str] = NameOption,

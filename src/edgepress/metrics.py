@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -55,9 +55,16 @@ def evaluate_torch(
     batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
     """``{split: {"accuracy": ..., "f1_macro": ...}}`` for the given splits."""
+    return evaluate_splits(data, splits, lambda rows: torch_logits(model, tokenizer, rows, max_length, batch_size))
+
+
+def evaluate_splits(
+    data: "SplitData", splits: tuple[str, ...], logits_of: Callable[[dict[str, list]], np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 per split for any model, given a function from rows to logits."""
     results = {}
     for name in splits:
         split = data.split(name)
-        logits = torch_logits(model, tokenizer, split.to_dict(), max_length, batch_size)
+        logits = logits_of(split.to_dict())
         results[name] = classification_metrics(np.asarray(split["label"]), logits.argmax(axis=-1))
     return results

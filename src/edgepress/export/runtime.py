@@ -13,7 +13,7 @@ import numpy as np
 
 from edgepress.errors import ModelError
 from edgepress.features import encode
-from edgepress.metrics import classification_metrics
+from edgepress.metrics import evaluate_splits
 
 if TYPE_CHECKING:
     import onnx
@@ -95,12 +95,7 @@ def evaluate_onnx(
     batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
     """``{split: {"accuracy": ..., "f1_macro": ...}}`` of an ONNX classifier, like ``evaluate_torch``."""
-    results = {}
-    for name in splits:
-        split = data.split(name)
-        logits = onnx_logits(session, tokenizer, split.to_dict(), max_length, batch_size)
-        results[name] = classification_metrics(np.asarray(split["label"]), logits.argmax(axis=-1))
-    return results
+    return evaluate_splits(data, splits, lambda rows: onnx_logits(session, tokenizer, rows, max_length, batch_size))
 
 
 def op_counts(model: "onnx.ModelProto") -> dict[str, int]:
