@@ -52,8 +52,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
             shutil.copy(folder / name, ctx.out_dir / name)
     fp32_file = _source(folder, "dynamic")
     fp32 = open_session(fp32_file)
-    val_logits = onnx_logits(fp32, tokenizer, ctx.data.validation.to_dict(), cfg.max_seq_length, cfg.eval_batch_size)
-    reference = _reference(ctx.data.validation.to_dict(), np.asarray(ctx.data.validation["label"]), val_logits)
+    val_rows = ctx.data.validation.to_dict()
+    val_logits = onnx_logits(fp32, tokenizer, val_rows, cfg.max_seq_length, cfg.eval_batch_size)
+    reference = _reference(val_rows, np.asarray(val_rows["label"]), val_logits)
     test_rows = ctx.data.test.to_dict()
     fp32_test = onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size).argmax(-1)
     calibration = Calibration(tokenizer, _calibration_texts(ctx), cfg.max_seq_length) if cfg.static else None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgepress.errors import StageError
+from edgepress.features import encode
 from edgepress.export.runtime import feeds
 
 if TYPE_CHECKING:
@@ -36,26 +37,18 @@ def parity_cases(
     """``count`` real texts of spread-out token lengths, each alone (batch 1, no padding), then all
     of them in one padded batch, where the attention mask has to do its work."""
     texts = {k: v for k, v in rows.items() if k in ("text", "text_pair")}
-    lengths = [len(ids) for ids in _encode(tokenizer, texts, max_length)["input_ids"]]
+    lengths = [len(ids) for ids in encode(tokenizer, texts, max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")
     spread = np.linspace(0, len(order) - 1, min(count, len(order)))
     picks = list(dict.fromkeys(int(order[round(i)]) for i in spread))  # shortest to longest, no repeats
     chosen = {k: [v[i] for i in picks] for k, v in texts.items()}
     cases = []
     for i in range(len(picks)):
-        single = _encode(tokenizer, {k: v[i : i + 1] for k, v in chosen.items()}, max_length, np_arrays=True)
+        single = dict(encode(tokenizer, {k: v[i : i + 1] for k, v in chosen.items()}, max_length, return_tensors="np"))
         cases.append(ParityCase(f"batch 1, {single['input_ids'].shape[1]} tokens", single))
-    batch = _encode(tokenizer, chosen, max_length, np_arrays=True)
+    batch = dict(encode(tokenizer, chosen, max_length, padding=True, return_tensors="np"))
     cases.append(ParityCase(f"batch {len(picks)} padded to {batch['input_ids'].shape[1]}", batch))
     return cases
-
-
-def _encode(tokenizer, rows: dict[str, list], max_length: int, np_arrays: bool = False) -> dict:
-    from edgepress.features import encode
-
-    if not np_arrays:
-        return encode(tokenizer, rows, max_length)
-    return dict(encode(tokenizer, rows, max_length, padding=True, return_tensors="np"))
 
 
 def torch_references(model: "PreTrainedModel", cases: list[ParityCase]) -> list[np.ndarray]:

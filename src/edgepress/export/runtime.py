@@ -46,10 +46,8 @@ def open_session(
     import onnxruntime as ort
 
     path = Path(path)
-    if path.suffix == ".onnx":
-        load_onnx(path)  # the checker's message is clearer than the session's
-    elif not path.is_file():
-        raise ModelError(f"model {path} does not exist; check the path")
+    if not path.is_file():
+        raise ModelError(f"model {path} does not exist; check the path or run the export stage first")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -57,6 +55,8 @@ def open_session(
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        if path.suffix == ".onnx":
+            load_onnx(path)  # only on failure: the checker names the problem more clearly than the session
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"ONNX Runtime cannot load {path} ({first[:300]}); re-export it") from None
 

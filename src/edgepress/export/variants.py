@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgepress.errors import StageError
-from edgepress.export.runtime import quiet_onnxruntime as _quiet
+from edgepress.export.runtime import quiet_onnxruntime
 
 if TYPE_CHECKING:
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -33,7 +33,7 @@ def optimize_graph(source: Path, target: Path, model_type: str, num_layers: int)
     from onnxruntime.transformers.optimizer import optimize_model
 
     kind = OPTIMIZER_MODEL_TYPES.get(model_type, "bert")
-    with _quiet():
+    with quiet_onnxruntime():
         optimized = optimize_model(
             str(source), model_type=kind, num_heads=0, hidden_size=0,
             optimization_options=FusionOptions(kind), opt_level=1, use_gpu=False,
@@ -57,7 +57,7 @@ def write_fp16(optimized: "OnnxModel", target: Path) -> None:
 
     Ops that are unstable in fp16 (LayerNorm statistics, Softmax sums) are kept fp32 by ONNX Runtime's
     converter; on CPU, ONNX Runtime inserts casts where it has no fp16 kernel, so it still runs."""
-    with _quiet():
+    with quiet_onnxruntime():
         optimized.convert_float_to_float16(keep_io_types=True)
     optimized.save_model_to_file(str(target))
 
@@ -72,7 +72,7 @@ def write_ort_format(source: Path, folder: Path) -> list[Path]:
         work = Path(scratch)
         shutil.copy(source, work / source.name)
         try:
-            with _quiet():
+            with quiet_onnxruntime():
                 convert_onnx_models_to_ort(
                     work / source.name, output_dir=work / "out",
                     optimization_styles=[OptimizationStyle.Fixed], target_platform="arm",
