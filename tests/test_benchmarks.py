@@ -25,3 +25,23 @@ def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert,
     assert len({r["steps"] for r in result["rows"]}) == 1  # the same budget for every variant
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
     assert "teacher-init, KD" in done.stdout and result["machine"]["packages"]["torch"]
+
+
+def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classifier, tiny_csv):
+    recipe = tiny_recipe(tmp_path, tiny_classifier, tiny_csv).model_dump(mode="json")
+    recipe["distill"] = {"learning_rate": 2e-3, "epochs": 2, "max_seq_length": 24, "student": {"num_layers": 1}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "result.json"
+    args = [
+        "--recipe", str(tmp_path / "recipe.yaml"), "--teacher", str(tiny_classifier), "--output-dir", str(tmp_path / "runs"),
+        "--json", str(out), "--examples", "20", "--rounds", "2", "--set", "prune.learning_rate=2e-3", "--set", "prune.epochs=2",
+    ]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prune_sst2.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    unpruned, pruned = result["rows"]
+    assert (unpruned["model"], pruned["model"]) == ("unpruned", "pruned")
+    assert unpruned["heads_per_layer"] == [2] and pruned["heads_per_layer"] == [1] and pruned["ffn_per_layer"] == [32]
+    assert pruned["parameters"] < unpruned["parameters"] and pruned["onnx_bytes"] < unpruned["onnx_bytes"]
+    assert all(r["latency"]["1"]["runs"] == 40 for r in result["rows"])
+    assert "pruned vs unpruned" in done.stdout

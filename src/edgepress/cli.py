@@ -15,7 +15,7 @@ import typer
 
 from edgepress import __version__
 from edgepress.cli_common import STATE, ForceOption, SetOption, execute, reported
-from edgepress.cli_stages import distill, export, finetune, quantize
+from edgepress.cli_stages import distill, export, finetune, prune, quantize
 
 app = typer.Typer(
     help="Compress Transformer text classifiers: fine-tune, distill, prune, quantize, export to ONNX, benchmark.",
@@ -27,6 +27,7 @@ recipe_app = typer.Typer(help="Write and check recipes.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 app.command()(finetune)
 app.command()(distill)
+app.command()(prune)
 app.command()(export)
 app.command()(quantize)
 

@@ -101,13 +101,9 @@ def distill(
     force: bool = ForceOption,
 ) -> None:
     """Distill a fine-tuned teacher into a smaller student."""
-    from edgepress.errors import RecipeError
     from edgepress.recipe import load_recipe
 
-    try:
-        kept = [int(x) for x in layers.split(",")] if layers else None
-    except ValueError:
-        raise RecipeError(f"--layers {layers!r} is not a comma-separated list of layer indices, e.g. 0,2,4") from None
+    kept = _int_list(layers, "--layers")
     flags = {
         "stages": ["distill"], "name": name or (None if recipe else "distill"), "output_dir": output_dir,
         "model.name_or_path": teacher,
@@ -117,6 +113,68 @@ def distill(
         "distill.loss.attention_weight": attention_weight, "distill.augment.factor": augment,
         **_common_flags(
             "distill", data, (text_column, text_pair_column, label_column),
+            (epochs, learning_rate, batch_size, max_seq_length), seed,
+        ),
+    }  # fmt: skip
+    execute(load_recipe(recipe, overrides, given(flags)), force)
+
+
+def _int_list(value: Optional[str], flag: str) -> Optional[list[int]]:
+    from edgepress.errors import RecipeError
+
+    try:
+        return [int(x) for x in value.split(",")] if value else None
+    except ValueError:
+        raise RecipeError(f"{flag} {value!r} is not a comma-separated list of layer indices, e.g. 0,2,4") from None
+
+
+@reported
+def prune(
+    model: str = typer.Option(..., help="Classifier folder (e.g. runs/bbc-news/02-distill) or Hub id."),
+    data: str = DataOption,
+    text_column: Optional[str] = TextColumnOption,
+    text_pair_column: Optional[str] = TextPairColumnOption,
+    label_column: Optional[str] = LabelColumnOption,
+    heads: Optional[float] = typer.Option(None, help="Fraction of attention heads to remove (default 0.5)."),
+    ffn: Optional[float] = typer.Option(None, help="Fraction of FFN neurons to remove (default 0.5)."),
+    head_scope: Optional[str] = typer.Option(None, help="per_layer or global."),
+    drop_layers: Optional[str] = typer.Option(None, help="Layers to remove, e.g. 1,3."),
+    drop_least_important_layers: Optional[int] = typer.Option(None, help="Remove this many least important layers."),
+    keep_params: Optional[float] = typer.Option(None, help="Budget: keep this fraction of encoder parameters (instead of --heads/--ffn)."),
+    keep_flops: Optional[float] = typer.Option(None, help="Budget: keep this fraction of encoder FLOPs per token."),
+    steps: Optional[int] = typer.Option(None, help="Pruning steps, each followed by recovery (default 2)."),
+    teacher: Optional[str] = typer.Option(None, help="Recovery teacher folder, or 'input' (default: the input's own teacher)."),
+    epochs: Optional[float] = typer.Option(None, help="Recovery epochs per step."),
+    learning_rate: Optional[float] = LearningRateOption,
+    batch_size: Optional[int] = BatchSizeOption,
+    max_seq_length: Optional[int] = MaxSeqLengthOption,
+    seed: Optional[int] = SeedOption,
+    allow_pickle: bool = AllowPickleOption,
+    trust_remote_code: bool = TrustRemoteCodeOption,
+    recipe: Optional[Path] = RecipeOption,
+    overrides: Optional[list[str]] = SetOption,
+    name: Optional[str] = NameOption,
+    output_dir: Optional[str] = OutputOption,
+    force: bool = ForceOption,
+) -> None:
+    """Remove attention heads, FFN neurons and layers, recovering accuracy by distillation."""
+    from edgepress.errors import RecipeError
+    from edgepress.recipe import load_recipe
+
+    if keep_params is not None and keep_flops is not None:
+        raise RecipeError("give --keep-params or --keep-flops, not both")
+    budget = {"metric": "params", "keep": keep_params} if keep_params is not None else None
+    budget = {"metric": "flops", "keep": keep_flops} if keep_flops is not None else budget
+    flags = {
+        "stages": ["prune"], "name": name or (None if recipe else "prune"), "output_dir": output_dir,
+        "model.name_or_path": model, "model.allow_pickle": allow_pickle or None,
+        "model.trust_remote_code": trust_remote_code or None,
+        "prune.heads": heads, "prune.ffn": ffn, "prune.head_scope": head_scope,
+        "prune.drop_layers": _int_list(drop_layers, "--drop-layers"),
+        "prune.drop_least_important_layers": drop_least_important_layers, "prune.budget": budget,
+        "prune.steps": steps, "prune.teacher": teacher,
+        **_common_flags(
+            "prune", data, (text_column, text_pair_column, label_column),
             (epochs, learning_rate, batch_size, max_seq_length), seed,
         ),
     }  # fmt: skip

@@ -15,7 +15,16 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from edgepress.errors import RecipeError
-from edgepress.sections import DataSection, DistillSection, ExportSection, FinetuneSection, ModelSection, QuantizeSection, Section
+from edgepress.sections import (
+    DataSection,
+    DistillSection,
+    ExportSection,
+    FinetuneSection,
+    ModelSection,
+    PruneSection,
+    QuantizeSection,
+    Section,
+)
 from edgepress.stages import STAGES, check_stage_order
 
 
@@ -28,6 +37,7 @@ class Recipe(Section):
     data: DataSection = Field(default_factory=DataSection, description="The dataset and its splits.")
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Teacher fine-tuning.")
     distill: DistillSection = Field(default_factory=DistillSection, description="Distillation into a student.")
+    prune: PruneSection = Field(default_factory=PruneSection, description="Structured pruning with recovery.")
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX export and its checks.")
     quantize: QuantizeSection = Field(default_factory=QuantizeSection, description="int8 quantization of the ONNX model.")
 

@@ -181,6 +181,69 @@ class DistillSection(TrainingSection):
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Transfer-set augmentation.")
 
 
+class PruneImportanceSection(Section):
+    """How units are ranked before each cut; scores are computed on the current (already cut) model."""
+
+    heads: Literal["gradient", "random"] = Field(
+        "gradient", description="gradient: |dL/d head mask| (Michel et al., 2019); random: a baseline for ablations."
+    )
+    ffn: Literal["taylor", "magnitude", "random"] = Field(
+        "taylor", description="taylor: |sum of w * dL/dw| per neuron; magnitude: ||w_in|| * ||w_out||; random: a baseline."
+    )
+    samples: int = Field(512, gt=0, description="Training examples the scores are computed on.")
+    batch_size: int = Field(32, gt=0, description="Batch size of the scoring passes.")
+
+
+class PruneBudgetSection(Section):
+    """Instead of fractions: remove the least important heads and FFN neurons until the encoder fits a budget."""
+
+    metric: Literal["params", "flops"] = Field("params", description="What the budget counts: encoder parameters, or FLOPs per token.")
+    keep: float = Field(..., gt=0, lt=1, description="Fraction of the encoder's parameters (or FLOPs per token) to keep.")
+
+
+class PruneSection(TrainingSection):
+    """Structured pruning: heads, FFN neurons and whole layers are removed from the weight matrices,
+    in steps, each followed by recovery through distillation. The training options are the recovery's."""
+
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of each recovery.")
+    epochs: float = Field(1.0, gt=0, description="Recovery epochs after each pruning step.")
+    heads: float = Field(0.5, ge=0, lt=1, description="Fraction of attention heads to remove.")
+    head_scope: Literal["per_layer", "global"] = Field(
+        "per_layer", description="per_layer: the same fraction from every layer; global: the least important anywhere."
+    )
+    min_heads_per_layer: int = Field(1, ge=1, description="Heads every layer keeps, whatever the scores.")
+    ffn: float = Field(
+        0.5, ge=0, lt=1, description="Fraction of FFN neurons to remove, the same number from every layer (see the README)."
+    )
+    drop_layers: list[int] = Field([], description="Encoder layers (0-based) to remove before the first step.")
+    drop_least_important_layers: int = Field(
+        0, ge=0, description="Also remove this many layers, those whose skipping costs the least accuracy."
+    )
+    budget: Optional[PruneBudgetSection] = Field(None, description="A parameter or FLOPs budget instead of heads/ffn fractions.")
+    steps: int = Field(2, ge=1, le=20, description="Pruning steps; each removes an equal share and is followed by recovery.")
+    importance: PruneImportanceSection = Field(default_factory=PruneImportanceSection, description="How units are ranked.")
+    teacher: Optional[str] = Field(
+        None,
+        description="Recovery teacher: a model folder, 'input' (the unpruned input), or null: the teacher the input "
+        "was distilled from (from its edgepress.json), else the input.",
+    )
+    loss: DistillLossSection = Field(default_factory=DistillLossSection, description="Recovery loss terms (as in distill).")
+
+    @model_validator(mode="after")
+    def _one_way_to_size(self) -> "PruneSection":
+        if self.budget is not None and {"heads", "ffn"} & self.model_fields_set:
+            raise ValueError("give heads/ffn fractions or a budget, not both")
+        if self.budget is None and not (self.heads or self.ffn or self.drop_layers or self.drop_least_important_layers):
+            raise ValueError("nothing to prune: set heads, ffn, drop_layers, drop_least_important_layers or budget")
+        if self.drop_layers and (sorted(set(self.drop_layers)) != self.drop_layers or min(self.drop_layers) < 0):
+            raise ValueError("drop_layers must be distinct, increasing, non-negative layer indices, e.g. [1]")
+        if self.loss.attention_weight > 0 and (self.heads or self.budget):
+            raise ValueError("attention distillation compares heads one to one, which pruned heads break; set loss.attention_weight to 0")
+        if self.budget is not None and self.importance.ffn == "magnitude":
+            raise ValueError("a budget compares heads with neurons by their estimated loss increase; use importance.ffn: taylor")
+        return self
+
+
 class ExportSection(Section):
     """ONNX export of the previous stage's model, checked against torch, plus optimized, fp16 and mobile variants."""
 

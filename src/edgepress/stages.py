@@ -29,6 +29,7 @@ STAGES: dict[str, StageSpec] = {
     for spec in (
         StageSpec("finetune", "edgepress.compress.finetune:run_stage", "fine-tune the teacher with the Trainer"),
         StageSpec("distill", "edgepress.compress.distill:run_stage", "distill the teacher into a smaller student"),
+        StageSpec("prune", "edgepress.compress.prune:run_stage", "remove heads, FFN neurons and layers, recovering by distillation"),
         StageSpec("export", "edgepress.export.onnx:run_stage", "export to ONNX, check parity, optimize"),
         StageSpec("quantize", "edgepress.compress.quantize:run_stage", "int8 dynamic and static quantization of the ONNX model"),
     )

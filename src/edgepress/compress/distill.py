@@ -134,12 +134,14 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     teacher_depth = len(encoder_parts(teacher)[1])
     mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
     rows = transfer_set(ctx)
-    outputs = _teacher_outputs(ctx, teacher, teacher_tokenizer, rows, mapping)
+    outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
     rows["label"] = [label if label >= 0 else int(outputs.logits[i].argmax()) for i, label in enumerate(rows["label"])]
-    projections = _projections(student, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
+    projections = projections_for(student.model, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
     del teacher
     with scratch_dir(ctx.out_dir) as work:
-        summary = _train(ctx, student, projections, rows, outputs, mapping, work)
+        summary = train_with_teacher(
+            student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx.data.validation, ctx.recipe.seed, work
+        )
     save_artifact(student.model, student.tokenizer, ctx.out_dir)
     metrics = evaluate_torch(student.model, student.tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size)
     return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": _describe(student, mapping, len(rows["text"]))}
@@ -165,11 +167,11 @@ def transfer_dataset(rows: dict[str, list], tokenizer, max_length: int) -> "data
     return tokenize_split(datasets.Dataset.from_dict({**rows, "idx": list(range(len(rows["text"])))}), tokenizer, max_length)
 
 
-def _teacher_outputs(ctx, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
-    cfg = ctx.recipe.distill
+def teacher_outputs_for(ctx, cfg, teacher_hash: str, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
+    """The teacher's outputs that ``cfg.loss`` reads, for ``rows``, from the run's cache when present."""
     layers = tuple(sorted(set(mapping.values())))
     request = CacheRequest(
-        teacher_hash=ctx.input_hash,
+        teacher_hash=teacher_hash,
         max_length=cfg.max_seq_length,
         hidden_layers=layers if cfg.loss.hidden_weight > 0 else (),
         attention_layers=layers if cfg.loss.attention_weight > 0 else (),
@@ -178,27 +180,30 @@ def _teacher_outputs(ctx, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
     return teacher_cache.teacher_outputs(teacher, tokenizer, rows, request, ctx.out_dir.parent / "cache", cfg.eval_batch_size)
 
 
-def _projections(student: Student, teacher_width: int, mapping: dict[int, int], needed: bool) -> dict[int, nn.Module]:
+def projections_for(student: nn.Module, teacher_width: int, mapping: dict[int, int], needed: bool) -> dict[int, nn.Module]:
+    """Linear maps from the student's hidden width to the teacher's, for the hidden-state loss."""
     if not needed:
         return {}
-    width = student.model.config.hidden_size
+    width = student.config.hidden_size
     return {s: (nn.Linear(width, teacher_width) if width != teacher_width else nn.Identity()) for s in mapping}
 
 
-def _train(ctx, student: Student, projections, rows, outputs, mapping, work) -> dict[str, Any]:
+def train_with_teacher(
+    model, tokenizer, projections, rows, outputs: TeacherOutputs, mapping: dict[int, int], cfg, validation, seed: int, work: Path
+) -> dict[str, Any]:
+    """Train ``model`` on ``rows`` against the cached teacher ``outputs`` with ``cfg.loss``, picking the
+    best evaluation on ``validation``. ``cfg`` is a training section with a ``loss`` (distill, prune)."""
     from transformers import DataCollatorWithPadding
 
-    cfg = ctx.recipe.distill
-    train = transfer_dataset(rows, student.tokenizer, cfg.max_seq_length)
-    validation = tokenize_split(ctx.data.validation, student.tokenizer, cfg.max_seq_length)
+    train = transfer_dataset(rows, tokenizer, cfg.max_seq_length)
     trainer = DistillTrainer(
-        model=DistillationModule(student.model, projections),
+        model=DistillationModule(model, projections),
         # the wrapper hides the student's signature: keep idx for compute_loss, and name the labels
-        args=training_arguments(cfg, len(train), ctx.recipe.seed, work, remove_unused_columns=False, label_names=["labels"]),
+        args=training_arguments(cfg, len(train), seed, work, remove_unused_columns=False, label_names=["labels"]),
         train_dataset=train,
-        eval_dataset=validation,
-        processing_class=student.tokenizer,
-        data_collator=DataCollatorWithPadding(student.tokenizer),
+        eval_dataset=tokenize_split(validation, tokenizer, cfg.max_seq_length),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=trainer_metrics,
         callbacks=early_stopping(cfg),
         teacher=outputs,

@@ -1,0 +1,1 @@
+"""Benchmarks of compressed models: the standalone runner and, later, targets, reports and the gate."""

@@ -1,0 +1,126 @@
+"""Latency of ONNX models under ONNX Runtime, with numpy and onnxruntime only.
+
+This file imports nothing from edgepress, torch or transformers, so that it can be copied to a
+device (a Raspberry Pi, a phone under Termux, an emulated arm64 Python) and run there alone:
+
+    python runner.py --inputs inputs.npz --model a=model_a.onnx --model b=model_b.onnx --json out.json
+
+``inputs.npz`` holds already tokenized examples: ``input_ids.<i>`` and ``attention_mask.<i>``
+(and optionally ``token_type_ids.<i>``) for i = 0, 1, ..., each of shape [batch, length].
+Models are measured interleaved: each round runs every example through every model, in an order
+that alternates between rounds, so that drift on a shared machine hits all models alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+SCHEMA = "edgepress.runner/1"
+
+
+def open_session(path: str, threads: int, providers: list[str] | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
+
+
+def load_inputs(path: str) -> list[dict[str, np.ndarray]]:
+    """The examples of an inputs.npz file (see the module doc), in index order."""
+    arrays = np.load(path)
+    count = len([k for k in arrays.files if k.startswith("input_ids.")])
+    return [{k.split(".")[0]: arrays[k] for k in arrays.files if k.endswith(f".{i}")} for i in range(count)]
+
+
+def feeds_for(session: ort.InferenceSession, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The session's inputs from the example; token type ids are zeros when the example has none."""
+    feeds = {}
+    for item in session.get_inputs():
+        value = example.get(item.name)
+        if value is None and item.name == "token_type_ids":
+            value = np.zeros_like(example["input_ids"])
+        if value is None:
+            raise SystemExit(f"error: the model needs input {item.name!r}, which inputs.npz does not have")
+        feeds[item.name] = value.astype(np.int64)
+    return feeds
+
+
+def summarize(times_ms: list[float]) -> dict[str, float]:
+    values = np.asarray(times_ms)
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 4),
+        "p90_ms": round(float(np.percentile(values, 90)), 4),
+        "p99_ms": round(float(np.percentile(values, 99)), 4),
+        "mean_ms": round(float(values.mean()), 4),
+        "std_ms": round(float(values.std()), 4),
+        "runs": int(values.size),
+    }
+
+
+def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: int, warmup: int = 3) -> dict[str, dict]:
+    """Per model: latency statistics of single calls, over ``rounds`` passes of every example."""
+    sessions = {name: open_session(path, threads) for name, path in models.items()}
+    prepared = {name: [feeds_for(s, e) for e in examples] for name, s in sessions.items()}
+    for name, session in sessions.items():
+        for feeds in prepared[name][:warmup]:
+            session.run(None, feeds)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    order = list(sessions)
+    for round_index in range(rounds):
+        for name in order if round_index % 2 == 0 else order[::-1]:
+            session = sessions[name]
+            for feeds in prepared[name]:
+                start = time.perf_counter()
+                session.run(None, feeds)
+                times[name].append(1000 * (time.perf_counter() - start))
+    sequences = sum(len(e["input_ids"]) for e in examples)
+    return {
+        name: {**summarize(t), "sequences_per_s": round(sequences * rounds / (sum(t) / 1000), 2)}
+        for name, t in times.items()
+    }
+
+
+def environment() -> dict[str, str]:
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Latency of ONNX models under ONNX Runtime (numpy + onnxruntime only).")
+    parser.add_argument("--inputs", required=True, help="inputs.npz with input_ids.<i>, attention_mask.<i>, ...")
+    parser.add_argument("--model", action="append", required=True, help="NAME=PATH of an ONNX model (repeatable)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts to measure")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the examples per model")
+    parser.add_argument("--json", help="write the results here (default: print them)")
+    args = parser.parse_args()
+    models = dict(item.split("=", 1) for item in args.model)
+    examples = load_inputs(args.inputs)
+    result = {
+        "schema": SCHEMA,
+        "environment": environment(),
+        "examples": len(examples),
+        "rounds": args.rounds,
+        "threads": {str(t): measure(models, examples, t, args.rounds) for t in args.threads},
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
