@@ -15,6 +15,7 @@ import typer
 
 from edgepress import __version__
 from edgepress.cli_common import STATE, ForceOption, SetOption, execute, reported
+from edgepress.cli_bench import bench, gate
 from edgepress.cli_stages import distill, export, finetune, prune, quantize
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ app.command()(distill)
 app.command()(prune)
 app.command()(export)
 app.command()(quantize)
+app.command()(bench)
+app.command()(gate)
 
 
 def _version(value: bool) -> None:

@@ -22,6 +22,8 @@ def reported(command: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except typer.Exit:
+            raise  # a command's own exit code (the gate's 1), not an error
         except EdgepressError as exc:
             _fail(exc, str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from edgepress.errors import RecipeError
 from edgepress.sections import (
+    BenchSection,
     DataSection,
     DistillSection,
     ExportSection,
@@ -40,6 +41,7 @@ class Recipe(Section):
     prune: PruneSection = Field(default_factory=PruneSection, description="Structured pruning with recovery.")
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX export and its checks.")
     quantize: QuantizeSection = Field(default_factory=QuantizeSection, description="int8 quantization of the ONNX model.")
+    bench: BenchSection = Field(default_factory=BenchSection, description="Benchmark of every artifact of the run.")
 
     @field_validator("name")
     @classmethod

@@ -299,3 +299,24 @@ class QuantizeSection(Section):
         if not (self.dynamic or self.static):
             raise ValueError("dynamic and static are both false; turn on at least one")
         return self
+
+
+class BenchSection(Section):
+    """Latency, throughput, memory, size and accuracy of every artifact of the run, side by side."""
+
+    target: Literal["cpu"] = Field("cpu", description="Where to measure: cpu (ONNX Runtime CPU provider; PyTorch for torch models).")
+    threads: Optional[list[int]] = Field(None, description="Intra-op thread counts to measure; default: 1 and every core.")
+    examples: int = Field(64, gt=0, description="Test texts timed per round (batch 1 on their real lengths).")
+    batch_sizes: list[int] = Field([8, 32], description="Also time these batch sizes, padded to max_seq_length.")
+    rounds: int = Field(5, gt=0, description="Interleaved passes over the examples per artifact.")
+    warmup: int = Field(3, ge=0, description="Untimed calls per artifact before the first round.")
+    max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (and batches padded) to this many tokens.")
+    torch: bool = Field(True, description="Also time the torch artifacts (finetune, distill, prune) with PyTorch.")
+
+    @model_validator(mode="after")
+    def _positive_settings(self) -> "BenchSection":
+        if self.threads is not None and (not self.threads or min(self.threads) < 1):
+            raise ValueError("threads must list positive thread counts, e.g. [1, 4]")
+        if any(b < 2 for b in self.batch_sizes):
+            raise ValueError("batch_sizes are the padded batches beyond batch 1; give sizes of 2 or more")
+        return self

@@ -32,6 +32,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("prune", "edgepress.compress.prune:run_stage", "remove heads, FFN neurons and layers, recovering by distillation"),
         StageSpec("export", "edgepress.export.onnx:run_stage", "export to ONNX, check parity, optimize"),
         StageSpec("quantize", "edgepress.compress.quantize:run_stage", "int8 dynamic and static quantization of the ONNX model"),
+        StageSpec("bench", "edgepress.bench.stage:run_stage", "latency, size and accuracy of every artifact of the run"),
     )
 }
 

@@ -64,25 +64,51 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
     }
 
 
-def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: int, warmup: int = 3) -> dict[str, dict]:
-    """Per model: latency statistics of single calls, over ``rounds`` passes of every example."""
-    sessions = {name: open_session(path, threads) for name, path in models.items()}
-    prepared = {name: [feeds_for(s, e) for e in examples] for name, s in sessions.items()}
-    for name, session in sessions.items():
-        for feeds in prepared[name][:warmup]:
-            session.run(None, feeds)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
+def rss_mb() -> float | None:
+    """Resident memory of this process now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def time_interleaved(calls: dict[str, list], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds of every call, per name. ``calls[name]`` is a list of argument-less callables
+    (one per example); each round runs every name's calls, the names in alternating order."""
+    for name, group in calls.items():
+        for call in group[:warmup]:
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
     for round_index in range(rounds):
         for name in order if round_index % 2 == 0 else order[::-1]:
-            session = sessions[name]
-            for feeds in prepared[name]:
+            for call in calls[name]:
                 start = time.perf_counter()
-                session.run(None, feeds)
+                call()
                 times[name].append(1000 * (time.perf_counter() - start))
-    sequences = sum(len(e["input_ids"]) for e in examples)
+    return times
+
+
+def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: int, warmup: int = 3) -> dict[str, dict]:
+    """Per model: latency statistics of single calls over ``rounds`` passes of every example, the
+    throughput in sequences per second, and the memory its session added when opened and warmed up."""
+    calls, memory = {}, {}
+    for name, path in models.items():
+        before = rss_mb()
+        session = open_session(path, threads)
+        feeds = [feeds_for(session, e) for e in examples]
+        session.run(None, feeds[0])
+        after = rss_mb()
+        memory[name] = round(after - before, 1) if before is not None and after is not None else None
+        calls[name] = [lambda s=session, f=f: s.run(None, f) for f in feeds]
+    times = time_interleaved(calls, rounds, warmup)
+    sequences = sum(len(e["input_ids"]) for e in examples) * rounds
     return {
-        name: {**summarize(t), "sequences_per_s": round(sequences * rounds / (sum(t) / 1000), 2)}
+        name: {**summarize(t), "sequences_per_s": round(sequences / (sum(t) / 1000), 2), "session_rss_mb": memory[name]}
         for name, t in times.items()
     }
 

@@ -1,0 +1,73 @@
+"""What a benchmark measures: the artifacts of a run folder, and models named on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from edgepress.errors import ModelError
+from edgepress.runs import read_manifest
+
+TORCH_STAGES = ("finetune", "distill", "prune")
+# fp16 graphs are for GPUs (the CPU provider runs most fp16 ops by casting), .ort files equal their .onnx
+ONNX_FILES = {"export": ("model.onnx", "model_optimized.onnx"), "quantize": ("model_int8_dynamic.onnx", "model_int8_static.onnx")}
+
+
+@dataclass
+class Artifact:
+    name: str
+    kind: str  # "torch" (a Transformers folder) or "onnx" (a file)
+    path: Path
+    folder: Path  # holds the tokenizer (and config)
+    test: dict[str, float] = field(default_factory=dict)  # accuracy / f1_macro on the test split, as its stage measured it
+    test_source: Optional[str] = None
+
+    def bytes(self) -> int:
+        if self.kind == "onnx":
+            return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))
+
+
+def run_artifacts(run: Path, include_torch: bool = True) -> list[Artifact]:
+    """Every artifact of a run folder, in pipeline order, with the test metrics its stage recorded."""
+    found = []
+    for folder in sorted(p for p in run.glob("[0-9][0-9]-*") if p.is_dir()):
+        manifest = read_manifest(folder) or {}
+        stage, metrics = manifest.get("stage"), manifest.get("metrics") or {}
+        if stage in TORCH_STAGES and include_torch:
+            found.append(Artifact(f"{folder.name} torch", "torch", folder, folder, metrics.get("test") or {}, stage))
+        for name in ONNX_FILES.get(stage, ()):
+            if (folder / name).is_file():
+                found.append(Artifact(f"{folder.name}/{name}", "onnx", folder / name, folder, *_onnx_test(stage, name, metrics)))
+    if not found:
+        raise ModelError(f"{run} holds no stage folders with artifacts (NN-stage/ with edgepress.json); run a recipe first")
+    return found
+
+
+def _onnx_test(stage: str, name: str, metrics: dict[str, Any]) -> tuple[dict, str]:
+    if stage == "quantize":
+        variant = next((v for v in (metrics.get("variants") or {}).values() if v.get("file") == name), {})
+        return variant.get("test") or {}, "quantize"
+    # export measures the fused graph; parity ties the plain graph to it
+    return metrics.get("test") or {}, "export"
+
+
+def named_models(items: list[str]) -> list[Artifact]:
+    """``NAME=PATH`` items (or bare paths): ONNX files, or folders holding one model.onnx or a torch model."""
+    found = []
+    for item in items:
+        name, sep, path_text = item.partition("=")
+        path = Path(path_text if sep else item).expanduser()
+        name = name if sep else path.name
+        if not path.exists():
+            raise ModelError(f"--model {item}: {path} does not exist; give NAME=PATH of an ONNX file or a model folder")
+        if path.is_file():
+            found.append(Artifact(name, "onnx", path, path.parent))
+        elif (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+            found.append(Artifact(name, "torch", path, path))
+        elif len(onnx := sorted(path.glob("*.onnx"))) == 1:
+            found.append(Artifact(name, "onnx", onnx[0], path))
+        else:
+            raise ModelError(f"--model {item}: {path} is neither an ONNX file nor a folder with one model; name the .onnx file")
+    return found

@@ -1,0 +1,107 @@
+"""bench.json (schema ``edgepress.bench/1``) and report.md.
+
+bench.json: ``schema``, ``created``, ``environment`` (CPU model and instruction sets, cores, OS,
+library versions, execution provider), ``settings`` (the bench section, thread counts resolved),
+``examples`` (test texts timed), and ``artifacts``: one entry per artifact with ``name``, ``kind``
+(torch/onnx), ``path``, ``bytes``, ``parameters``, ``test`` (accuracy, f1_macro as measured by the
+stage that made it), ``session_rss_mb`` per thread count, ``latency[threads][case]`` (p50/p90/p99/
+mean/std in ms, ``runs``, ``round_p50_ms``, ``sequences_per_s``), and ``speedup[threads][case]``
+and ``size_ratio`` against the first artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgepress.runs import environment
+
+SCHEMA = "edgepress.bench/1"
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve", "i8mm")
+
+
+def machine() -> dict[str, Any]:
+    """The CPU and its instruction sets that matter for int8 kernels, and the software versions."""
+    cpu, flags = platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu == platform.machine():
+                cpu = value.strip()
+            if key.strip() in ("flags", "Features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(), **environment()}
+
+
+def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Speed-up (first artifact's p50 / this one's) per thread count and case, and size ratio."""
+    first = rows[0]
+    for row in rows:
+        row["size_ratio"] = round(row["bytes"] / first["bytes"], 4) if first["bytes"] else None
+        row["speedup"] = {
+            threads: {
+                case: round(first["latency"][threads][case]["p50_ms"] / stats["p50_ms"], 3)
+                for case, stats in cases.items()
+                if case in first["latency"].get(threads, {})
+            }
+            for threads, cases in row["latency"].items()
+        }
+    return rows
+
+
+def bench_document(rows: list[dict[str, Any]], settings: dict[str, Any], examples: int) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": {**machine(), "target": "cpu", "provider": "CPUExecutionProvider"},
+        "settings": settings,
+        "examples": examples,
+        "artifacts": with_ratios(rows),
+    }
+
+
+def _cell(row: dict, threads: str, case: str, key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    value = row["latency"].get(threads, {}).get(case, {}).get(key)
+    return "-" if value is None else fmt.format(value * scale)
+
+
+def markdown(document: dict[str, Any]) -> str:
+    env, settings = document["environment"], document["settings"]
+    threads = [str(t) for t in settings["threads"]]
+    big = next((c for c in settings["cases"][1:][-1:]), None)
+    head = ["artifact", "test acc", "MB", "params"]
+    head += [f"p50 b1 {t}T ms" for t in threads] + [f"p99 b1 {threads[0]}T ms"]
+    head += [f"{big} seq/s {threads[-1]}T"] if big else []
+    head += [f"speed-up b1 {threads[-1]}T", "size"]
+    lines = [
+        f"# edgepress benchmark, {document['created']}",
+        "",
+        f"{env['cpu']} ({', '.join(env['isa']) or 'no AVX2/AVX-512/dot-product flags'}), {env['cores']} cores, "
+        f"{env['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved rounds, "
+        f"max {settings['max_seq_length']} tokens. Accuracy: as measured on the test split by the stage that made "
+        "each artifact.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for row in document["artifacts"]:
+        accuracy = row["test"].get("accuracy")
+        cells = [row["name"], "-" if accuracy is None else f"{100 * accuracy:.2f}%", f"{row['bytes'] / 1e6:.1f}", f"{row['parameters'] / 1e6:.2f}M"]
+        cells += [_cell(row, t, "batch 1", "p50_ms") for t in threads] + [_cell(row, threads[0], "batch 1", "p99_ms")]
+        cells += [_cell(row, threads[-1], big, "sequences_per_s", fmt="{:.1f}")] if big else []
+        speedup = row["speedup"].get(threads[-1], {}).get("batch 1")
+        cells += ["-" if speedup is None else f"{speedup:.2f}x", f"{row['size_ratio']:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(document: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(markdown(document), encoding="utf-8")

@@ -1,0 +1,36 @@
+"""Stage ``bench``: every artifact of the run, measured side by side on this machine's CPU."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgepress.bench.artifacts import Artifact, run_artifacts
+from edgepress.bench.measure import case_names, measure_all, thread_counts
+from edgepress.bench.report import bench_document, write_reports
+
+if TYPE_CHECKING:
+    from edgepress.data import SplitData
+    from edgepress.pipeline import StageContext
+    from edgepress.sections import BenchSection
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(ctx: "StageContext") -> dict[str, Any]:
+    cfg = ctx.recipe.bench
+    document = benchmark(run_artifacts(ctx.out_dir.parent, cfg.torch), ctx.data, cfg, ctx.out_dir)
+    return {"artifacts": len(document["artifacts"]), "accuracy_note": "every artifact's accuracy and latency in report.md"}
+
+
+def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection", folder: Path) -> dict[str, Any]:
+    """Measure ``artifacts`` on the first ``cfg.examples`` test texts; write bench.json and report.md."""
+    test = data.test.to_dict()
+    rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}
+    log.info("bench: %d artifacts, %d test texts, threads %s", len(artifacts), len(rows["text"]), thread_counts(cfg))
+    measured = measure_all(artifacts, rows, cfg)
+    settings = {**cfg.model_dump(mode="json"), "threads": thread_counts(cfg), "cases": case_names(cfg)}
+    document = bench_document(measured, settings, len(rows["text"]))
+    write_reports(document, folder)
+    return document

@@ -1,0 +1,85 @@
+"""``edgepress bench`` (measure artifacts outside a recipe run) and ``edgepress gate`` (CI check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgepress.cli_common import SetOption, given, reported
+from edgepress.cli_stages import DataOption, LabelColumnOption, TextColumnOption, TextPairColumnOption
+
+
+@reported
+def bench(
+    run: Optional[Path] = typer.Option(None, help="A run folder (e.g. runs/bbc-news): measure all of its artifacts."),
+    model: Optional[list[str]] = typer.Option(None, help="NAME=PATH of an ONNX file or model folder (repeatable)."),
+    data: str = DataOption,
+    text_column: Optional[str] = TextColumnOption,
+    text_pair_column: Optional[str] = TextPairColumnOption,
+    label_column: Optional[str] = LabelColumnOption,
+    threads: Optional[list[int]] = typer.Option(None, help="Intra-op thread count (repeatable; default 1 and all cores)."),
+    examples: Optional[int] = typer.Option(None, help="Test texts timed per round (default 64)."),
+    rounds: Optional[int] = typer.Option(None, help="Interleaved rounds (default 5)."),
+    batch_size: Optional[list[int]] = typer.Option(None, help="Padded batch size besides batch 1 (repeatable; default 8 and 32)."),
+    max_seq_length: Optional[int] = typer.Option(None, help="Truncate and pad to this many tokens (default 128)."),
+    torch_models: Optional[bool] = typer.Option(None, "--torch/--no-torch", help="Time the run's torch artifacts too."),
+    output: Path = typer.Option(Path("bench"), help="Folder for bench.json and report.md."),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Measure latency, throughput, memory, size and accuracy of a run's artifacts and/or named models."""
+    from edgepress.bench.artifacts import named_models, run_artifacts
+    from edgepress.bench.stage import benchmark
+    from edgepress.data import load_data
+    from edgepress.errors import RecipeError
+    from edgepress.recipe import load_recipe
+
+    if run is None and not model:
+        raise RecipeError("nothing to measure; pass --run FOLDER and/or --model NAME=PATH")
+    flags = {
+        "data.source": data, "data.text_column": text_column, "data.text_pair_column": text_pair_column,
+        "data.label_column": label_column, "bench.threads": threads or None, "bench.examples": examples,
+        "bench.rounds": rounds, "bench.batch_sizes": batch_size or None, "bench.max_seq_length": max_seq_length,
+        "bench.torch": torch_models,
+    }  # fmt: skip
+    recipe = load_recipe(None, overrides, given(flags))
+    artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])
+    document = benchmark(artifacts, load_data(recipe.data), recipe.bench, output)
+    typer.echo((output / "report.md").read_text(encoding="utf-8"))
+    typer.echo(f"wrote {output / 'bench.json'} and {output / 'report.md'} ({len(document['artifacts'])} artifacts)")
+
+
+@reported
+def gate(
+    baseline: Path = typer.Option(..., help="bench.json of the accepted state (e.g. from the main branch)."),
+    current: Path = typer.Option(..., help="bench.json of the change under test."),
+    max_latency_regression: str = typer.Option("10%", help="Largest allowed p50 slow-down, e.g. 10%."),
+    max_accuracy_drop: float = typer.Option(0.5, help="Largest allowed test-accuracy drop, in points."),
+    reference: Optional[str] = typer.Option(None, help="Artifact to normalize by (default: only across machines)."),
+    junit: Optional[Path] = typer.Option(None, help="Also write the checks as JUnit XML here."),
+) -> None:
+    """Exit 1 when the current benchmark is slower or less accurate than the baseline allows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgepress.bench.gate import compare, describe, junit as junit_xml, load_bench, parse_fraction
+
+    checks, used = compare(load_bench(baseline), load_bench(current), parse_fraction(max_latency_regression), max_accuracy_drop, reference)
+    table = Table(title="edgepress gate" + (f" (latency relative to {used})" if used else ""))
+    for column in ("artifact", "check", "baseline", "current", "change", "result"):
+        table.add_column(column, overflow="fold")
+    for c in checks:
+        pct = c.what.startswith("latency")
+        change = "-" if c.change is None else (f"{100 * c.change:+.1f}%" if pct else f"{c.change:+.2f} pt")
+        fmt = (lambda v: "-" if v is None else f"{v:.4g}") if pct else (lambda v: "-" if v is None else f"{100 * v:.2f}%")
+        table.add_row(c.artifact, c.what, fmt(c.baseline), fmt(c.current), change, "FAIL" if c.failed else "ok")
+    Console(highlight=False).print(table)
+    if junit:
+        junit.write_text(junit_xml(checks), encoding="utf-8")
+    failed = [c for c in checks if c.failed]
+    if failed:
+        for c in failed:
+            typer.echo(f"regressed: {describe(c)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"gate passed: {len(checks)} checks")
