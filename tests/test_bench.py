@@ -51,11 +51,33 @@ def test_every_artifact_is_measured_with_sane_statistics(benched):
     assert document["environment"]["cores"] >= 1 and document["environment"]["packages"]["onnxruntime"]
 
 
-def test_report_has_a_row_per_artifact(benched):
+def test_report_has_a_row_per_artifact_and_a_plot(benched):
     document, out, printed = benched
     report = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
     for artifact in document["artifacts"]:
         assert f"| {artifact['name']} |" in report and f"| {artifact['name']} |" in printed
+        assert f"<td>{artifact['name']}</td>" in page
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in page and "http" not in page.split("<body>")[1]  # self-contained
+
+
+def test_html_escapes_names_from_data(benched, tmp_path):
+    from edgepress.bench.plots import write_html
+    from edgepress.bench.report import table
+
+    document = copy.deepcopy(benched[0])
+    document["artifacts"][0]["name"] = "<script>alert(1)</script>"
+    write_html(document, table(document), None, tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from edgepress.bench.plots import pareto_front
+
+    points = [(10.0, 98.0), (5.0, 97.0), (12.0, 97.5), (5.0, 96.0), (20.0, 98.5)]
+    assert pareto_front(points) == [1, 0, 4]  # (12, 97.5) and (5, 96) are beaten by others
 
 
 # --------------------------------------------------------------------------- the gate
@@ -131,3 +153,19 @@ def test_bench_needs_something_to_measure(tmp_path):
     assert result.exit_code == 2 and "nothing to measure" in result.output
     result = runner.invoke(app, ["bench", "--model", f"x={tmp_path / 'missing.onnx'}"])
     assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_bench_stage_ends_a_recipe_with_its_reports(tmp_path, tiny_classifier, tiny_csv):
+    from edgepress.pipeline import run_recipe
+    from edgepress.recipe import validate_recipe
+
+    recipe = validate_recipe({
+        "name": "b", "output_dir": str(tmp_path / "runs"), "stages": ["export", "bench"],
+        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
+        "export": {"max_seq_length": 24, "mobile": False},
+        "bench": {"examples": 8, "rounds": 2, "threads": [1], "batch_sizes": [4], "max_seq_length": 24},
+    })  # fmt: skip
+    export, bench = run_recipe(recipe)
+    assert bench.manifest["metrics"]["artifacts"] == 2  # model.onnx and model_optimized.onnx of 01-export
+    assert {"bench.json", "report.md", "report.html", "pareto.png"} <= {p.name for p in bench.folder.iterdir()}
+    assert set(bench.manifest["outputs"]) >= {"bench.json", "report.md"}

@@ -35,6 +35,9 @@ def print_summary(outcomes: list["StageOutcome"], console: Console | None = None
     console.print(table)
     last = outcomes[-1]
     metrics = last.manifest.get("metrics", {})
+    report = last.folder / "report.md"
+    if report.is_file():  # a benchmark: its table is the result
+        console.print(report.read_text(encoding="utf-8"), markup=False, soft_wrap=True)
     if "test" not in metrics:
         console.print(f"{last.stage}: wrote {last.folder} ({metrics.get('accuracy_note', 'no accuracy measured')})")
         return

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from edgepress.bench.plots import write_html, write_pareto
 from edgepress.runs import environment
 
 SCHEMA = "edgepress.bench/1"
@@ -71,14 +72,30 @@ def _cell(row: dict, threads: str, case: str, key: str, scale: float = 1.0, fmt:
     return "-" if value is None else fmt.format(value * scale)
 
 
-def markdown(document: dict[str, Any]) -> str:
-    env, settings = document["environment"], document["settings"]
+def table(document: dict[str, Any]) -> list[list[str]]:
+    """The summary table, header first: the same cells in report.md and report.html."""
+    settings = document["settings"]
     threads = [str(t) for t in settings["threads"]]
-    big = next((c for c in settings["cases"][1:][-1:]), None)
+    big = settings["cases"][-1] if len(settings["cases"]) > 1 else None
     head = ["artifact", "test acc", "MB", "params"]
     head += [f"p50 b1 {t}T ms" for t in threads] + [f"p99 b1 {threads[0]}T ms"]
     head += [f"{big} seq/s {threads[-1]}T"] if big else []
     head += [f"speed-up b1 {threads[-1]}T", "size"]
+    rows = [head]
+    for row in document["artifacts"]:
+        accuracy = row["test"].get("accuracy")
+        cells = [row["name"], "-" if accuracy is None else f"{100 * accuracy:.2f}%", f"{row['bytes'] / 1e6:.1f}", f"{row['parameters'] / 1e6:.2f}M"]
+        cells += [_cell(row, t, "batch 1", "p50_ms") for t in threads] + [_cell(row, threads[0], "batch 1", "p99_ms")]
+        cells += [_cell(row, threads[-1], big, "sequences_per_s", fmt="{:.1f}")] if big else []
+        speedup = row["speedup"].get(threads[-1], {}).get("batch 1")
+        cells += ["-" if speedup is None else f"{speedup:.2f}x", f"{row['size_ratio']:.2f}x"]
+        rows.append(cells)
+    return rows
+
+
+def markdown(document: dict[str, Any]) -> str:
+    env, settings = document["environment"], document["settings"]
+    head, *body = table(document)
     lines = [
         f"# edgepress benchmark, {document['created']}",
         "",
@@ -90,14 +107,7 @@ def markdown(document: dict[str, Any]) -> str:
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    for row in document["artifacts"]:
-        accuracy = row["test"].get("accuracy")
-        cells = [row["name"], "-" if accuracy is None else f"{100 * accuracy:.2f}%", f"{row['bytes'] / 1e6:.1f}", f"{row['parameters'] / 1e6:.2f}M"]
-        cells += [_cell(row, t, "batch 1", "p50_ms") for t in threads] + [_cell(row, threads[0], "batch 1", "p99_ms")]
-        cells += [_cell(row, threads[-1], big, "sequences_per_s", fmt="{:.1f}")] if big else []
-        speedup = row["speedup"].get(threads[-1], {}).get("batch 1")
-        cells += ["-" if speedup is None else f"{speedup:.2f}x", f"{row['size_ratio']:.2f}x"]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
 
 
@@ -105,3 +115,5 @@ def write_reports(document: dict[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(markdown(document), encoding="utf-8")
+    plot = folder / "pareto.png"
+    write_html(document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html")
