@@ -169,3 +169,15 @@ def test_bench_stage_ends_a_recipe_with_its_reports(tmp_path, tiny_classifier, t
     assert bench.manifest["metrics"]["artifacts"] == 2  # model.onnx and model_optimized.onnx of 01-export
     assert {"bench.json", "report.md", "report.html", "pareto.png"} <= {p.name for p in bench.folder.iterdir()}
     assert set(bench.manifest["outputs"]) >= {"bench.json", "report.md"}
+
+
+def test_stage_folders_of_an_earlier_recipe_are_not_measured(tmp_path):
+    from edgepress.bench.artifacts import run_artifacts
+
+    for folder, stage, onnx_file in (("01-export", "export", "model.onnx"), ("02-quantize", "quantize", "model_int8_dynamic.onnx")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "edgepress.json").write_text(json.dumps({"stage": stage, "metrics": {}}))
+        (tmp_path / folder / onnx_file).write_bytes(b"")
+    assert [a.name for a in run_artifacts(tmp_path)] == ["01-export/model.onnx", "02-quantize/model_int8_dynamic.onnx"]
+    (tmp_path / "recipe.yaml").write_text("stages: [export]\n")  # the last recipe had no quantize stage
+    assert [a.name for a in run_artifacts(tmp_path)] == ["01-export/model.onnx"]

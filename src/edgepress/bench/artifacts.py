@@ -30,9 +30,11 @@ class Artifact:
 
 
 def run_artifacts(run: Path, include_torch: bool = True) -> list[Artifact]:
-    """Every artifact of a run folder, in pipeline order, with the test metrics its stage recorded."""
+    """Every artifact of a run folder, in pipeline order, with the test metrics its stage recorded.
+    Only the stage folders of the run's last recipe (its recipe.yaml) count: folders left by an
+    earlier recipe with other stages are stale."""
     found = []
-    for folder in sorted(p for p in run.glob("[0-9][0-9]-*") if p.is_dir()):
+    for folder in _stage_folders(run):
         manifest = read_manifest(folder) or {}
         stage, metrics = manifest.get("stage"), manifest.get("metrics") or {}
         if stage in TORCH_STAGES and include_torch:
@@ -43,6 +45,18 @@ def run_artifacts(run: Path, include_torch: bool = True) -> list[Artifact]:
     if not found:
         raise ModelError(f"{run} holds no stage folders with artifacts (NN-stage/ with edgepress.json); run a recipe first")
     return found
+
+
+def _stage_folders(run: Path) -> list[Path]:
+    import yaml
+
+    folders = sorted(p for p in run.glob("[0-9][0-9]-*") if p.is_dir())
+    recipe = run / "recipe.yaml"
+    if not recipe.is_file():
+        return folders
+    stages = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("stages") or []
+    current = {f"{i:02d}-{name}" for i, name in enumerate(stages, start=1)}
+    return [f for f in folders if f.name in current]
 
 
 def _onnx_test(stage: str, name: str, metrics: dict[str, Any]) -> tuple[dict, str]:

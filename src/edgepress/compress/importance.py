@@ -55,10 +55,10 @@ def _masks(views: list[LayerView]) -> Iterator[tuple[list[torch.Tensor], list[to
         size = view.head_size
 
         def on_heads(module, args, mask=head_mask, size=size):
-            return (args[0] * mask.to(args[0].dtype).repeat_interleave(size),) + args[1:]
+            return (args[0] * mask.to(args[0].device, args[0].dtype).repeat_interleave(size),) + args[1:]
 
         def on_neurons(module, args, mask=neuron_mask):
-            return (args[0] * mask.to(args[0].dtype),) + args[1:]
+            return (args[0] * mask.to(args[0].device, args[0].dtype),) + args[1:]
 
         handles.append(view.part("attention_output").register_forward_pre_hook(on_heads))
         handles.append(view.part("ffn_out").register_forward_pre_hook(on_neurons))
