@@ -25,6 +25,9 @@ def bench(
     batch_size: Optional[list[int]] = typer.Option(None, help="Padded batch size besides batch 1 (repeatable; default 8 and 32)."),
     max_seq_length: Optional[int] = typer.Option(None, help="Truncate and pad to this many tokens (default 128)."),
     torch_models: Optional[bool] = typer.Option(None, "--torch/--no-torch", help="Time the run's torch artifacts too."),
+    target: Optional[str] = typer.Option(None, help="cpu (default) or ssh://[user@]host[:port] (ONNX models only)."),
+    ssh_config: Optional[str] = typer.Option(None, help="ssh config file for an ssh target (default: ~/.ssh/config)."),
+    remote_python: Optional[str] = typer.Option(None, help="Python on the ssh device (default python3)."),
     output: Path = typer.Option(Path("bench"), help="Folder for bench.json and report.md."),
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
@@ -41,7 +44,8 @@ def bench(
         "data.source": data, "data.text_column": text_column, "data.text_pair_column": text_pair_column,
         "data.label_column": label_column, "bench.threads": threads or None, "bench.examples": examples,
         "bench.rounds": rounds, "bench.batch_sizes": batch_size or None, "bench.max_seq_length": max_seq_length,
-        "bench.torch": torch_models,
+        "bench.torch": torch_models, "bench.target": target, "bench.ssh_config": ssh_config,
+        "bench.remote_python": remote_python,
     }  # fmt: skip
     recipe = load_recipe(None, overrides, given(flags))
     artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])

@@ -304,7 +304,13 @@ class QuantizeSection(Section):
 class BenchSection(Section):
     """Latency, throughput, memory, size and accuracy of every artifact of the run, side by side."""
 
-    target: Literal["cpu"] = Field("cpu", description="Where to measure: cpu (ONNX Runtime CPU provider; PyTorch for torch models).")
+    target: str = Field(
+        "cpu",
+        description="cpu: this machine (ONNX Runtime CPU provider; PyTorch for torch models); ssh://[user@]host[:port]: "
+        "a device with python3, numpy and onnxruntime (ONNX models only).",
+    )
+    ssh_config: Optional[str] = Field(None, description="ssh config file for an ssh target; default: the user's ~/.ssh/config.")
+    remote_python: str = Field("python3", description="Python on the ssh device.")
     threads: Optional[list[int]] = Field(None, description="Intra-op thread counts to measure; default: 1 and every core.")
     examples: int = Field(64, gt=0, description="Test texts timed per round (batch 1 on their real lengths).")
     batch_sizes: list[int] = Field([8, 32], description="Also time these batch sizes, padded to max_seq_length.")
@@ -315,6 +321,11 @@ class BenchSection(Section):
 
     @model_validator(mode="after")
     def _positive_settings(self) -> "BenchSection":
+        if self.target != "cpu" and not (self.target.startswith("ssh://") and len(self.target) > len("ssh://")):
+            raise ValueError(
+                f"target {self.target!r} is not available; use cpu or ssh://[user@]host[:port] "
+                "(cuda and arm64-emulated are not built yet)"
+            )
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise ValueError("threads must list positive thread counts, e.g. [1, 4]")
         if any(b < 2 for b in self.batch_sizes):

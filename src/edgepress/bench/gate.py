@@ -55,7 +55,7 @@ def parse_fraction(text: str) -> float:
 
 
 def same_machine(a: dict, b: dict) -> bool:
-    keys = ("cpu", "cores", "machine")
+    keys = ("cpu", "cores", "machine", "target", "device")
     return all(a["environment"].get(k) == b["environment"].get(k) for k in keys)
 
 

@@ -49,7 +49,7 @@ class Loaded:
 
         self.artifact = artifact
         self.cases = encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
-        self.parameters = _parameters(artifact)
+        self.parameters = parameters_of(artifact)
         self.memory_mb: dict[int, Any] = {}
 
     def calls(self, threads: int) -> dict[str, list[Callable[[], Any]]]:
@@ -81,7 +81,7 @@ class Loaded:
         return (lambda example: {k: torch.from_numpy(v) for k, v in example.items() if k in names}), run
 
 
-def _parameters(artifact: Artifact) -> int:
+def parameters_of(artifact: Artifact) -> int:
     if artifact.kind == "torch":
         from safetensors import safe_open
 

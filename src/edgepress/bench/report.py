@@ -13,31 +13,21 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edgepress.bench.plots import write_html, write_pareto
+from edgepress.bench.runner import cpu_description
 from edgepress.runs import environment
 
 SCHEMA = "edgepress.bench/1"
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve", "i8mm")
 
 
 def machine() -> dict[str, Any]:
     """The CPU and its instruction sets that matter for int8 kernels, and the software versions."""
-    cpu, flags = platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == platform.machine():
-                cpu = value.strip()
-            if key.strip() in ("flags", "Features"):
-                flags |= set(value.split())
-    except OSError:
-        pass
-    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(), **environment()}
+    cpu, isa = cpu_description()
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), **environment()}
 
 
 def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,11 +46,15 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_document(rows: list[dict[str, Any]], settings: dict[str, Any], examples: int) -> dict[str, Any]:
+def bench_document(
+    rows: list[dict[str, Any]], settings: dict[str, Any], examples: int, device: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The document; ``device`` is the environment the ssh runner reported, for a remote target."""
+    where = {"target": settings["target"], "provider": "CPUExecutionProvider"}
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": {**machine(), "target": "cpu", "provider": "CPUExecutionProvider"},
+        "environment": {**machine(), **where, **({"device": device} if device else {})},
         "settings": settings,
         "examples": examples,
         "artifacts": with_ratios(rows),
@@ -96,11 +90,14 @@ def table(document: dict[str, Any]) -> list[list[str]]:
 def markdown(document: dict[str, Any]) -> str:
     env, settings = document["environment"], document["settings"]
     head, *body = table(document)
+    where = env
+    if env.get("device"):  # an ssh target: describe the device, not the machine that drove it
+        where = {**env["device"], "platform": f"{env['target']}, {env['device']['system']}, onnxruntime {env['device']['onnxruntime']}"}
     lines = [
         f"# edgepress benchmark, {document['created']}",
         "",
-        f"{env['cpu']} ({', '.join(env['isa']) or 'no AVX2/AVX-512/dot-product flags'}), {env['cores']} cores, "
-        f"{env['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved rounds, "
+        f"{where['cpu']} ({', '.join(where['isa']) or 'no AVX2/AVX-512/dot-product flags'}), {where['cores']} cores, "
+        f"{where['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved rounds, "
         f"max {settings['max_seq_length']} tokens. Accuracy: as measured on the test split by the stage that made "
         "each artifact.",
         "",

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -108,13 +110,41 @@ def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: 
     times = time_interleaved(calls, rounds, warmup)
     sequences = sum(len(e["input_ids"]) for e in examples) * rounds
     return {
-        name: {**summarize(t), "sequences_per_s": round(sequences / (sum(t) / 1000), 2), "session_rss_mb": memory[name]}
+        name: {
+            **summarize(t),
+            "round_p50_ms": [round(float(np.median(r)), 4) for r in np.array_split(np.asarray(t), rounds)],
+            "sequences_per_s": round(sequences / (sum(t) / 1000), 2),
+            "session_rss_mb": memory[name],
+        }
         for name, t in times.items()
     }
 
 
-def environment() -> dict[str, str]:
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve", "i8mm")
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """CPU model name and the instruction sets that matter for int8 kernels (Linux /proc/cpuinfo)."""
+    name, flags = platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model") and name == platform.machine():
+                    name = value.strip()
+                if key.strip() in ("flags", "Features"):
+                    flags |= set(value.split())
+    except OSError:
+        pass
+    return name, [f for f in ISA_FLAGS if f in flags]
+
+
+def environment() -> dict[str, Any]:
+    cpu, isa = cpu_description()
     return {
+        "cpu": cpu,
+        "isa": isa,
+        "cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),
         "python": platform.python_version(),

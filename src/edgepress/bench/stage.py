@@ -29,8 +29,13 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
     test = data.test.to_dict()
     rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}
     log.info("bench: %d artifacts, %d test texts, threads %s", len(artifacts), len(rows["text"]), thread_counts(cfg))
-    measured = measure_all(artifacts, rows, cfg)
     settings = {**cfg.model_dump(mode="json"), "threads": thread_counts(cfg), "cases": case_names(cfg)}
-    document = bench_document(measured, settings, len(rows["text"]))
+    if cfg.target.startswith("ssh://"):
+        from edgepress.bench.targets import measure_over_ssh
+
+        measured, device = measure_over_ssh(artifacts, rows, cfg)
+    else:
+        measured, device = measure_all(artifacts, rows, cfg), None
+    document = bench_document(measured, settings, len(rows["text"]), device)
     write_reports(document, folder)
     return document

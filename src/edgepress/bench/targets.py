@@ -1,0 +1,125 @@
+"""Benchmark targets other than this machine's CPU: a device reached over ssh.
+
+The device needs Python 3 with numpy and onnxruntime, nothing else: edgepress copies the ONNX
+models, the tokenized test texts (one .npz per batch shape) and the standalone runner there, runs
+the runner once per batch shape, and fetches its JSON. ssh and scp run with ``BatchMode=yes``, so
+they use the user's keys, agent and ``~/.ssh/config`` (or ``bench.ssh_config``) and never prompt
+for a password; nothing secret is ever on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from edgepress.bench import runner
+from edgepress.bench.artifacts import Artifact
+from edgepress.bench.measure import encoded_cases, parameters_of, thread_counts
+from edgepress.errors import StageError
+from edgepress.sections import BenchSection
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    destination: str  # [user@]host
+    port: Optional[int]
+    config: Optional[str]
+    python: str
+
+    @classmethod
+    def from_section(cls, cfg: BenchSection) -> "SshTarget":
+        parts = urlsplit(cfg.target)
+        host = parts.hostname or ""
+        destination = f"{parts.username}@{host}" if parts.username else host
+        return cls(destination, parts.port, cfg.ssh_config, cfg.remote_python)
+
+    def _options(self, port_flag: str) -> list[str]:
+        options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+        options += ["-F", self.config] if self.config else []
+        options += [port_flag, str(self.port)] if self.port else []
+        return options
+
+    def run(self, command: str) -> str:
+        return self._call(["ssh", *self._options("-p"), self.destination, command], f"running {command.split()[0]}")
+
+    def put(self, paths: list[Path], remote_dir: str) -> None:
+        self._call(["scp", "-q", *self._options("-P"), *map(str, paths), f"{self.destination}:{remote_dir}/"], "copying to the device")
+
+    def get(self, remote_path: str, local: Path) -> None:
+        self._call(["scp", "-q", *self._options("-P"), f"{self.destination}:{remote_path}", str(local)], "copying from the device")
+
+    def _call(self, args: list[str], doing: str) -> str:
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise StageError(
+                f"ssh target {self.destination}: {doing} failed ({last}); check that `ssh {self.destination}` works "
+                "without a password and that the device has python3 with numpy and onnxruntime"
+            )
+        return done.stdout
+
+
+def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
+    """The ONNX artifacts timed on the device; rows shaped like ``measure_all``'s, and the device's environment."""
+    from transformers import AutoTokenizer
+
+    target = SshTarget.from_section(cfg)
+    onnx = [a for a in artifacts if a.kind == "onnx"]
+    if not onnx:
+        raise StageError("an ssh target runs ONNX models only, and there are none; run the export stage first")
+    remote = target.run("mktemp -d").strip()
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch)
+            cases = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)
+            target.put([Path(runner.__file__)] + [_npz(local, i, inputs) for i, inputs in enumerate(cases.values())], remote)
+            names = {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
+            for artifact in onnx:  # models may share a file name, so each gets a unique one
+                target.put([artifact.path], remote)
+                target.run(f"mv {shlex.quote(remote + '/' + artifact.path.name)} {shlex.quote(remote + '/' + names[artifact.name])}")
+            results = [_run_case(target, remote, local, i, names, cfg) for i in range(len(cases))]
+    finally:
+        target.run(f"rm -rf {shlex.quote(remote)}")
+    return _rows(onnx, list(cases), results, names), results[0]["environment"]
+
+
+def _npz(folder: Path, index: int, inputs: list[dict[str, np.ndarray]]) -> Path:
+    path = folder / f"case{index}.npz"
+    np.savez(path, **{f"{key}.{i}": value for i, example in enumerate(inputs) for key, value in example.items()})
+    return path
+
+
+def _run_case(target: SshTarget, remote: str, local: Path, index: int, names: dict[str, str], cfg: BenchSection) -> dict[str, Any]:
+    models = " ".join(f"--model {shlex.quote(f'{file}={remote}/{file}')}" for file in names.values())
+    threads = " ".join(str(t) for t in thread_counts(cfg))
+    out = f"{remote}/case{index}.json"
+    target.run(
+        f"{shlex.quote(cfg.remote_python)} {remote}/runner.py --inputs {remote}/case{index}.npz {models} "
+        f"--threads {threads} --rounds {cfg.rounds} --json {out}"
+    )
+    target.get(out, local / f"case{index}.json")
+    return json.loads((local / f"case{index}.json").read_text())
+
+
+def _rows(onnx: list[Artifact], cases: list[str], results: list[dict], names: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for artifact in onnx:
+        file = names[artifact.name]
+        latency: dict[str, dict] = {}
+        for case, result in zip(cases, results):
+            for threads, per_model in result["threads"].items():
+                latency.setdefault(threads, {})[case] = per_model[file]
+        rows.append({
+            "name": artifact.name, "kind": "onnx", "path": str(artifact.path), "bytes": artifact.bytes(),
+            "parameters": parameters_of(artifact), "test": artifact.test, "test_measured_by": artifact.test_source,
+            "session_rss_mb": {t: latency[t]["batch 1"].get("session_rss_mb") for t in latency}, "latency": latency,
+        })  # fmt: skip
+    return rows

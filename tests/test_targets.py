@@ -1,0 +1,110 @@
+"""The ssh target against an sshd on 127.0.0.1 started by the test (skipped where sshd cannot start)."""
+
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgepress.cli import app
+
+runner = CliRunner()
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ssh_config(tmp_path_factory):
+    """A throw-away sshd for this user on 127.0.0.1, key login only, and a client config for it."""
+    if not Path(SSHD).is_file() or not (shutil.which("ssh-keygen") and shutil.which("ssh") and shutil.which("scp")):
+        pytest.skip("sshd, ssh, scp or ssh-keygen is not installed")
+    root = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+    shutil.copy(root / "user_key.pub", root / "authorized_keys")
+    port = _free_port()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
+        f"PidFile {root / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True) if getpass.getuser() == "root" else None  # privilege separation dir
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    client = root / "ssh_config"
+    client.write_text(
+        f"Host bench-device\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
+        f"  IdentityFile {root / 'user_key'}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+    )
+    for _ in range(50):
+        probe = subprocess.run(["ssh", "-F", str(client), "-o", "BatchMode=yes", "bench-device", "true"], capture_output=True)
+        if probe.returncode == 0:
+            break
+        if server.poll() is not None:
+            pytest.skip(f"sshd could not start: {server.stderr.read()[-300:]}")
+        time.sleep(0.2)
+    else:
+        server.terminate()
+        pytest.skip("sshd did not accept the test key")
+    yield client
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_onnx_models_are_timed_on_the_device_over_ssh(ssh_config, tmp_path, tiny_classifier, tiny_csv):
+    from edgepress.pipeline import run_recipe
+    from edgepress.recipe import validate_recipe
+
+    (export,) = run_recipe(validate_recipe({
+        "name": "dev", "output_dir": str(tmp_path / "runs"), "stages": ["export"],
+        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
+        "export": {"max_seq_length": 24, "mobile": False},
+    }))  # fmt: skip
+    out = tmp_path / "bench"
+    result = runner.invoke(app, [
+        "bench", "--run", str(export.folder.parent), "--data", str(tiny_csv), "--output", str(out),
+        "--target", "ssh://bench-device", "--ssh-config", str(ssh_config), "--remote-python", sys.executable,
+        "--examples", "8", "--rounds", "2", "--threads", "1", "--batch-size", "4", "--max-seq-length", "24",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "bench.json").read_text())
+    assert document["environment"]["target"] == "ssh://bench-device" and document["environment"]["device"]["onnxruntime"]
+    assert [a["name"] for a in document["artifacts"]] == ["01-export/model.onnx", "01-export/model_optimized.onnx"]
+    for artifact in document["artifacts"]:
+        assert artifact["latency"]["1"]["batch 1"]["runs"] == 8 * 2
+        assert artifact["latency"]["1"]["batch 4 x 24"]["runs"] == 2 * 2
+        assert len(artifact["latency"]["1"]["batch 1"]["round_p50_ms"]) == 2
+
+
+def test_an_unreachable_device_is_one_line(tmp_path, tiny_classifier, tiny_csv):
+    if not shutil.which("ssh"):
+        pytest.skip("ssh is not installed")
+    from test_runner import tiny_model
+
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host nowhere\n  HostName 127.0.0.1\n  Port {_free_port()}\n")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    tiny_model(model / "model.onnx")  # an ONNX file beside the tokenizer
+    result = runner.invoke(app, [
+        "bench", "--model", f"m={model / 'model.onnx'}", "--data", str(tiny_csv), "--target", "ssh://nowhere",
+        "--ssh-config", str(config), "--output", str(tmp_path / "o"),
+    ])  # fmt: skip
+    assert result.exit_code == 1 and "ssh target nowhere" in result.output and "without a password" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_targets_say_what_exists(tmp_path):
+    result = runner.invoke(app, ["bench", "--model", f"m={tmp_path}", "--target", "cuda"])
+    assert result.exit_code == 2 and "use cpu or ssh://" in result.output
