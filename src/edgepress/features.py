@@ -15,6 +15,11 @@ def encode(tokenizer: "PreTrainedTokenizerBase", rows: dict[str, list], max_leng
     return tokenizer(rows["text"], pair, truncation=True, max_length=max_length, **kwargs)
 
 
+def text_slice(rows: dict[str, list], start: int, stop: int) -> dict[str, list]:
+    """Rows ``start`` to ``stop`` of the text columns (``text``, optional ``text_pair``): what ``encode`` reads."""
+    return {k: rows[k][start:stop] for k in ("text", "text_pair") if k in rows}
+
+
 def tokenize_split(
     split: "datasets.Dataset", tokenizer: "PreTrainedTokenizerBase", max_length: int
 ) -> "datasets.Dataset":

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from edgepress.features import encode
+from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -40,8 +40,7 @@ def torch_logits(
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(rows["text"]), batch_size):
-            batch = {k: v[start : start + batch_size] for k, v in rows.items() if k in ("text", "text_pair")}
-            inputs = encode(tokenizer, batch, max_length, padding=True, return_tensors="pt").to(device)
+            inputs = encode(tokenizer, text_slice(rows, start, start + batch_size), max_length, padding=True, return_tensors="pt").to(device)
             chunks.append(model(**inputs).logits.float().cpu().numpy())
     return np.concatenate(chunks)
 

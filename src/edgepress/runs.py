@@ -128,6 +128,13 @@ def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def recorded_metrics(source: str, split: str = "test") -> Optional[dict[str, Any]]:
+    """The metrics an edgepress stage recorded for ``split`` in the folder ``source`` (None for a
+    Hub id, a folder made elsewhere, or a split it did not measure)."""
+    manifest = read_manifest(Path(source)) if Path(source).is_dir() else None
+    return ((manifest or {}).get("metrics") or {}).get(split)
+
+
 def current_manifest(folder: Path, expected_fingerprint: str) -> Optional[dict[str, Any]]:
     """The stage's manifest if the stage need not run again: same fingerprint, outputs untouched."""
     manifest = read_manifest(folder)

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
-from edgepress.features import encode
+from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
     from edgepress.sections import BenchSection
@@ -31,8 +31,7 @@ def encoded_cases(tokenizer, rows: dict[str, list], cfg: "BenchSection") -> dict
     length, count = cfg.max_seq_length, len(rows["text"])
 
     def chunk(start: int, size: int, **kwargs: Any) -> dict[str, np.ndarray]:
-        part = {k: v[start : start + size] for k, v in rows.items() if k in ("text", "text_pair")}
-        return dict(encode(tokenizer, part, length, return_tensors="np", **kwargs))
+        return dict(encode(tokenizer, text_slice(rows, start, start + size), length, return_tensors="np", **kwargs))
 
     cases = {"batch 1": [chunk(i, 1) for i in range(count)]}
     for size, name in zip(cfg.batch_sizes, case_names(cfg)[1:]):
@@ -53,7 +52,9 @@ class Loaded:
         self.memory_mb: dict[int, Any] = {}
 
     def calls(self, threads: int) -> dict[str, list[Callable[[], Any]]]:
-        """Argument-less calls per case; inputs are converted before, not inside, the timed call."""
+        """Argument-less calls per case; inputs are converted before, not inside, the timed call.
+        Each thread count opens its model afresh (a torch model too), so that the memory figure
+        is that of one session at that setting, for torch as for ONNX Runtime."""
         before = runner.rss_mb()
         prepare, run = self._torch(threads) if self.artifact.kind == "torch" else self._onnx(threads)
         prepared = {case: [prepare(x) for x in inputs] for case, inputs in self.cases.items()}

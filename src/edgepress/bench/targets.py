@@ -50,8 +50,9 @@ class SshTarget:
     def run(self, command: str) -> str:
         return self._call(["ssh", *self._options("-p"), self.destination, command], f"running {command.split()[0]}")
 
-    def put(self, paths: list[Path], remote_dir: str) -> None:
-        self._call(["scp", "-q", *self._options("-P"), *map(str, paths), f"{self.destination}:{remote_dir}/"], "copying to the device")
+    def put(self, paths: list[Path], remote: str) -> None:
+        """Copy into the folder ``remote/``, or one file to the path ``remote``."""
+        self._call(["scp", "-q", *self._options("-P"), *map(str, paths), f"{self.destination}:{remote}"], "copying to the device")
 
     def get(self, remote_path: str, local: Path) -> None:
         self._call(["scp", "-q", *self._options("-P"), f"{self.destination}:{remote_path}", str(local)], "copying from the device")
@@ -80,11 +81,10 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
         with tempfile.TemporaryDirectory() as scratch:
             local = Path(scratch)
             cases = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)
-            target.put([Path(runner.__file__)] + [_npz(local, i, inputs) for i, inputs in enumerate(cases.values())], remote)
+            target.put([Path(runner.__file__)] + [_npz(local, i, inputs) for i, inputs in enumerate(cases.values())], remote + "/")
             names = {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
             for artifact in onnx:  # models may share a file name, so each gets a unique one
-                target.put([artifact.path], remote)
-                target.run(f"mv {shlex.quote(remote + '/' + artifact.path.name)} {shlex.quote(remote + '/' + names[artifact.name])}")
+                target.put([artifact.path], f"{remote}/{names[artifact.name]}")
             results = [_run_case(target, remote, local, i, names, cfg) for i in range(len(cases))]
     finally:
         target.run(f"rm -rf {shlex.quote(remote)}")

@@ -26,7 +26,7 @@ from edgepress.compress.training import early_stopping, scratch_dir, train_summa
 from edgepress.features import tokenize_split
 from edgepress.metrics import evaluate_torch, trainer_metrics
 from edgepress.models import encoder_parts, load_classifier, save_artifact
-from edgepress.runs import read_manifest
+from edgepress.runs import recorded_metrics
 from edgepress.sections import DistillLossSection
 
 if TYPE_CHECKING:
@@ -216,8 +216,7 @@ def train_with_teacher(
 
 def _comparison(ctx: "StageContext", metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The student's test accuracy as a fraction of the teacher's, when the teacher's is known."""
-    manifest = read_manifest(Path(ctx.input_model)) if Path(ctx.input_model).is_dir() else None
-    teacher_test = ((manifest or {}).get("metrics") or {}).get("test")
+    teacher_test = recorded_metrics(ctx.input_model)
     if not teacher_test:
         return {}
     return {"teacher_test": teacher_test, "test_accuracy_retained": round(metrics["test"]["accuracy"] / teacher_test["accuracy"], 4)}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from edgepress.compress.surgery import LayerView, layers, skipping
-from edgepress.features import encode
+from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -39,8 +39,7 @@ def batches(tokenizer: "PreTrainedTokenizerBase", rows: dict[str, list], max_len
     """Tokenized batches with labels, in the order of ``rows``."""
     out = []
     for start in range(0, len(rows["text"]), batch_size):
-        chunk = {k: v[start : start + batch_size] for k, v in rows.items() if k in ("text", "text_pair")}
-        inputs = dict(encode(tokenizer, chunk, max_length, padding=True, return_tensors="pt"))
+        inputs = dict(encode(tokenizer, text_slice(rows, start, start + batch_size), max_length, padding=True, return_tensors="pt"))
         inputs["labels"] = torch.tensor(rows["label"][start : start + batch_size])
         out.append(inputs)
     return out

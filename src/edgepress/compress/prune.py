@@ -19,9 +19,10 @@ from edgepress.compress.prune_plan import Baseline, Cut, plan_budget, plan_fract
 from edgepress.compress.students import Student, layer_map
 from edgepress.compress.training import scratch_dir
 from edgepress.errors import RecipeError, StageError
+from edgepress.features import text_slice
 from edgepress.metrics import evaluate_torch, torch_logits
 from edgepress.models import is_local, load_artifact, load_classifier, resolve_source, save_artifact
-from edgepress.runs import file_hashes, read_manifest, tree_hash
+from edgepress.runs import file_hashes, read_manifest, recorded_metrics, tree_hash
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -133,7 +134,7 @@ def teacher_source(ctx: "StageContext") -> tuple[str, str]:
     if not manifest or manifest.get("stage") != "distill":
         return ctx.input_model, ctx.input_hash  # no recorded teacher: the unpruned model teaches itself
     recorded = manifest["input_model"]
-    if ("/" in recorded or recorded.startswith((".", "~"))) and not Path(recorded).is_dir() and not _hub_id(recorded):
+    if not Path(recorded).is_dir() and not _hub_id(recorded):
         raise StageError(
             f"the teacher recorded in {ctx.input_model}/edgepress.json ({recorded}) no longer exists; "
             "set prune.teacher to its folder, or to 'input' to distill from the unpruned model"
@@ -203,7 +204,7 @@ def _check_reload(model, folder: Path, rows: dict[str, list], max_length: int) -
     """The saved folder must reload with plain ``from_pretrained`` into the same function."""
     import numpy as np
 
-    texts = {k: v[:8] for k, v in rows.items() if k in ("text", "text_pair")}
+    texts = text_slice(rows, 0, 8)
     reloaded, tokenizer = load_artifact(folder)
     diff = float(np.abs(torch_logits(model, tokenizer, texts, max_length) - torch_logits(reloaded, tokenizer, texts, max_length)).max())
     if diff > 1e-4:
@@ -211,8 +212,7 @@ def _check_reload(model, folder: Path, rows: dict[str, list], max_length: int) -
 
 
 def _comparison(ctx: "StageContext", metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    manifest = read_manifest(Path(ctx.input_model)) if is_local(ctx.input_model) else None
-    before = ((manifest or {}).get("metrics") or {}).get("test")
+    before = recorded_metrics(ctx.input_model)
     if not before:
         return {}
     return {"input_test": before, "test_accuracy_change_points": round(100 * (metrics["test"]["accuracy"] - before["accuracy"]), 2)}

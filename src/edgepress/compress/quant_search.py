@@ -112,10 +112,10 @@ def judge(path: Path, tokenizer, reference: Reference, max_length: int, batch_si
 def batch1_latency_ms(session, tokenizer, rows: dict[str, list], max_length: int, count: int = 24) -> float:
     """Median batch-1 latency over the first ``count`` texts after one warm-up: enough to order the
     trials of one stage (the bench stage measures properly)."""
-    from edgepress.features import encode
+    from edgepress.features import encode, text_slice
 
-    texts = {k: v[:count] for k, v in rows.items() if k in ("text", "text_pair")}
-    inputs = [feeds(session, encode(tokenizer, {k: v[i : i + 1] for k, v in texts.items()}, max_length, return_tensors="np")) for i in range(len(texts["text"]))]
+    count = min(count, len(rows["text"]))
+    inputs = [feeds(session, encode(tokenizer, text_slice(rows, i, i + 1), max_length, return_tensors="np")) for i in range(count)]
     session.run(None, inputs[0])
     times = []
     for item in inputs:

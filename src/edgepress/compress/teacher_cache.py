@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from edgepress.features import encode
+from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -98,7 +98,7 @@ def run_teacher(
     outputs = TeacherOutputs(torch.zeros(count, teacher.config.num_labels))
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_size), desc="teacher outputs", unit="batch"):
-            batch = {k: v[start : start + batch_size] for k, v in rows.items() if k in ("text", "text_pair")}
+            batch = text_slice(rows, start, start + batch_size)
             inputs = encode(tokenizer, batch, length, padding=True, return_tensors="pt")
             out = teacher(
                 **inputs,

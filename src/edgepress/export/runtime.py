@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from edgepress.errors import ModelError
-from edgepress.features import encode
+from edgepress.features import encode, text_slice
 from edgepress.metrics import evaluate_splits
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ def onnx_logits(
     """Logits for ``rows`` (``text``, optional ``text_pair``), each batch padded to its longest row."""
     chunks = []
     for start in range(0, len(rows["text"]), batch_size):
-        batch = {k: v[start : start + batch_size] for k, v in rows.items() if k in ("text", "text_pair")}
-        encoded = encode(tokenizer, batch, max_length, padding=True, return_tensors="np")
+        encoded = encode(tokenizer, text_slice(rows, start, start + batch_size), max_length, padding=True, return_tensors="np")
         chunks.append(np.asarray(session.run(None, feeds(session, encoded))[0], dtype=np.float32))
     return np.concatenate(chunks)
 
