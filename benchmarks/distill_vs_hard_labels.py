@@ -31,11 +31,14 @@ from edgepress.runs import environment
 ROOT = Path(__file__).resolve().parent.parent
 KD = ["distill.loss.hard_weight=0.5", "distill.loss.soft_weight=0.5"]
 HARD = ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"]
+INTERMEDIATE = ["distill.loss.hidden_weight=1.0", "distill.loss.attention_weight=1.0"]
 VARIANTS = {
     "teacher-init, KD": [*KD, "distill.student.from_teacher=true"],
     "teacher-init, hard only": [*HARD, "distill.student.from_teacher=true"],
     "random-init, KD": [*KD, "distill.student.from_teacher=false"],
     "random-init, hard only": [*HARD, "distill.student.from_teacher=false"],
+    # TinyBERT's finding: a student that starts from nothing learns most from the teacher's insides
+    "random-init, KD + hidden + attention": [*KD, *INTERMEDIATE, "distill.student.from_teacher=false"],
 }
 
 

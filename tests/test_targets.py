@@ -106,5 +106,53 @@ def test_an_unreachable_device_is_one_line(tmp_path, tiny_classifier, tiny_csv):
 
 
 def test_unknown_targets_say_what_exists(tmp_path):
-    result = runner.invoke(app, ["bench", "--model", f"m={tmp_path}", "--target", "cuda"])
-    assert result.exit_code == 2 and "use cpu or ssh://" in result.output
+    result = runner.invoke(app, ["bench", "--model", f"m={tmp_path}", "--target", "tpu"])
+    assert result.exit_code == 2 and "use cpu, cuda, arm64-emulated or ssh://" in result.output
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path, tiny_classifier, tiny_csv):
+    if _has_cuda():
+        pytest.skip("this machine has a GPU")
+    result = runner.invoke(app, [
+        "bench", "--model", f"m={tiny_classifier}", "--data", str(tiny_csv), "--target", "cuda", "--output", str(tmp_path / "o"),
+    ])  # fmt: skip
+    assert result.exit_code == 1 and "PyTorch sees no CUDA device" in result.output and "--target cpu" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_cuda_onnx_models_need_onnxruntime_gpu(tmp_path, tiny_classifier, tiny_csv):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed")
+    from test_runner import tiny_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    tiny_model(model / "model.onnx")
+    result = runner.invoke(app, ["bench", "--model", f"m={model / 'model.onnx'}", "--data", str(tiny_csv), "--target", "cuda"])
+    assert result.exit_code == 1 and "no CUDAExecutionProvider; install onnxruntime-gpu" in result.output
+
+
+@pytest.mark.gpu
+def test_torch_models_are_timed_on_the_gpu_in_fp32_and_fp16(tmp_path, tiny_classifier, tiny_csv):
+    if not _has_cuda():
+        pytest.skip("no CUDA device")
+    out = tmp_path / "bench"
+    result = runner.invoke(app, [
+        "bench", "--model", f"m={tiny_classifier}", "--data", str(tiny_csv), "--target", "cuda", "--output", str(out),
+        "--examples", "8", "--rounds", "2", "--batch-size", "4", "--max-seq-length", "24",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "bench.json").read_text())
+    assert [a["name"] for a in document["artifacts"]] == ["m", "m fp16"]
+    assert document["environment"]["gpu"] and document["settings"]["threads"] == [1]
+    for artifact in document["artifacts"]:
+        assert 0 < artifact["latency"]["1"]["batch 1"]["p50_ms"] and artifact["latency"]["1"]["batch 4 x 24"]["runs"] == 4
+    assert document["artifacts"][0]["test"]["accuracy"] >= 0.95 and document["artifacts"][1]["precision"] == "fp16"

@@ -15,7 +15,7 @@ import typer
 
 from edgepress import __version__
 from edgepress.cli_common import STATE, ForceOption, SetOption, execute, reported
-from edgepress.cli_bench import bench, gate
+from edgepress.cli_bench import bench, gate, targets_setup
 from edgepress.cli_stages import distill, export, finetune, prune, quantize
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Write and check recipes.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+targets_app = typer.Typer(help="Set up benchmark targets.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+targets_app.command("setup")(targets_setup)
 app.command()(finetune)
 app.command()(distill)
 app.command()(prune)

@@ -25,9 +25,10 @@ def bench(
     batch_size: Optional[list[int]] = typer.Option(None, help="Padded batch size besides batch 1 (repeatable; default 8 and 32)."),
     max_seq_length: Optional[int] = typer.Option(None, help="Truncate and pad to this many tokens (default 128)."),
     torch_models: Optional[bool] = typer.Option(None, "--torch/--no-torch", help="Time the run's torch artifacts too."),
-    target: Optional[str] = typer.Option(None, help="cpu (default) or ssh://[user@]host[:port] (ONNX models only)."),
+    target: Optional[str] = typer.Option(None, help="cpu (default), cuda, arm64-emulated, or ssh://[user@]host[:port]."),
     ssh_config: Optional[str] = typer.Option(None, help="ssh config file for an ssh target (default: ~/.ssh/config)."),
     remote_python: Optional[str] = typer.Option(None, help="Python on the ssh device (default python3)."),
+    emulator_root: Optional[str] = typer.Option(None, help="arm64-emulated target folder (default: the user cache)."),
     output: Path = typer.Option(Path("bench"), help="Folder for bench.json and report.md."),
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
@@ -45,7 +46,7 @@ def bench(
         "data.label_column": label_column, "bench.threads": threads or None, "bench.examples": examples,
         "bench.rounds": rounds, "bench.batch_sizes": batch_size or None, "bench.max_seq_length": max_seq_length,
         "bench.torch": torch_models, "bench.target": target, "bench.ssh_config": ssh_config,
-        "bench.remote_python": remote_python,
+        "bench.remote_python": remote_python, "bench.emulator_root": emulator_root,
     }  # fmt: skip
     recipe = load_recipe(None, overrides, given(flags))
     artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])
@@ -87,3 +88,23 @@ def gate(
             typer.echo(f"regressed: {describe(c)}", err=True)
         raise typer.Exit(1)
     typer.echo(f"gate passed: {len(checks)} checks")
+
+
+@reported
+def targets_setup(
+    name: str = typer.Argument(..., help="The target to set up: arm64-emulated."),
+    folder: Optional[Path] = typer.Option(None, "--dir", help="Where to build it (default: ~/.cache/edgepress/arm64-emulated)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when a working target is there."),
+) -> None:
+    """Prepare a benchmark target on this machine (downloads an arm64 Python and wheels, ~210 MB)."""
+    from edgepress.bench.emulator import setup
+    from edgepress.errors import TargetError
+
+    if name != "arm64-emulated":
+        raise TargetError(f"no set-up for target {name!r}; only arm64-emulated needs one (cpu and cuda need none, ssh uses your ssh set-up)")
+    emulator = setup(folder, force)
+    facts = emulator.facts
+    typer.echo(
+        f"arm64-emulated ready in {emulator.root}: {facts['qemu']}, -cpu {facts['cpu']}, Python {facts['python']}, "
+        f"onnxruntime {facts['onnxruntime']}, numpy {facts['numpy']}"
+    )

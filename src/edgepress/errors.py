@@ -27,3 +27,7 @@ class ModelError(EdgepressError):
 
 class StageError(EdgepressError):
     """A stage failed for a reason the user can act on."""
+
+
+class TargetError(EdgepressError):
+    """A benchmark target is missing, not set up, or unreachable."""

@@ -306,11 +306,18 @@ class BenchSection(Section):
 
     target: str = Field(
         "cpu",
-        description="cpu: this machine (ONNX Runtime CPU provider; PyTorch for torch models); ssh://[user@]host[:port]: "
-        "a device with python3, numpy and onnxruntime (ONNX models only).",
+        description="cpu: this machine (ONNX Runtime CPU provider; PyTorch for torch models); cuda: an NVIDIA GPU (torch fp32 "
+        "and fp16; ONNX Runtime's CUDA provider, from onnxruntime-gpu); ssh://[user@]host[:port]: a device with python3, "
+        "numpy and onnxruntime (ONNX models only); arm64-emulated: ONNX models under qemu on arm64 kernels, to check "
+        "they predict the same (latencies marked emulated; set up with `edgepress targets setup arm64-emulated`).",
     )
     ssh_config: Optional[str] = Field(None, description="ssh config file for an ssh target; default: the user's ~/.ssh/config.")
     remote_python: str = Field("python3", description="Python on the ssh device.")
+    emulator_root: Optional[str] = Field(None, description="Folder of the arm64-emulated target; default: ~/.cache/edgepress/arm64-emulated.")
+    min_agreement: float = Field(
+        0.99, ge=0, le=1, description="arm64-emulated: least fraction of test texts whose predicted class matches this machine's."
+    )
+    tensorrt: bool = Field(False, description="cuda: put ONNX Runtime's TensorRT provider first (builds an engine per input shape).")
     threads: Optional[list[int]] = Field(None, description="Intra-op thread counts to measure; default: 1 and every core.")
     examples: int = Field(64, gt=0, description="Test texts timed per round (batch 1 on their real lengths).")
     batch_sizes: list[int] = Field([8, 32], description="Also time these batch sizes, padded to max_seq_length.")
@@ -321,11 +328,8 @@ class BenchSection(Section):
 
     @model_validator(mode="after")
     def _positive_settings(self) -> "BenchSection":
-        if self.target != "cpu" and not (self.target.startswith("ssh://") and len(self.target) > len("ssh://")):
-            raise ValueError(
-                f"target {self.target!r} is not available; use cpu or ssh://[user@]host[:port] "
-                "(cuda and arm64-emulated are not built yet)"
-            )
+        if self.target not in ("cpu", "cuda", "arm64-emulated") and not (self.target.startswith("ssh://") and len(self.target) > len("ssh://")):
+            raise ValueError(f"target {self.target!r} is not available; use cpu, cuda, arm64-emulated or ssh://[user@]host[:port]")
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise ValueError("threads must list positive thread counts, e.g. [1, 4]")
         if any(b < 2 for b in self.batch_sizes):

@@ -43,6 +43,8 @@ def load_bench(path: Path) -> dict[str, Any]:
         raise GateInputError(f"{path} is not a readable bench.json ({type(exc).__name__}); pass the file `edgepress bench` wrote") from None
     if document.get("schema") != SCHEMA:
         raise GateInputError(f"{path} has schema {document.get('schema')!r}, expected {SCHEMA!r}; re-run edgepress bench to refresh it")
+    if document["environment"].get("emulated"):
+        raise GateInputError(f"{path} holds emulated latencies, which say nothing about a device; gate on a cpu, cuda or ssh benchmark")
     return document
 
 

@@ -1,7 +1,10 @@
 """Timing every artifact on the same inputs, interleaved, at each thread count and batch shape.
 
 ONNX models run through the standalone runner's session and timing loop (runner.py); torch models
-run in this process with PyTorch, in the same loop, so that the numbers are comparable.
+run in this process with PyTorch, in the same loop, so that the numbers are comparable. On the
+``cuda`` target, torch models run on the GPU in fp32 and again in fp16 (two rows), and ONNX models
+on ONNX Runtime's CUDA execution provider (TensorRT's first when ``bench.tensorrt``); every timed
+call waits for the GPU to finish.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
+from edgepress.errors import TargetError
 from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
@@ -43,10 +47,13 @@ def encoded_cases(tokenizer, rows: dict[str, list], cfg: "BenchSection") -> dict
 class Loaded:
     """An artifact ready to run: callables per case for one thread count, its parameter count and memory."""
 
-    def __init__(self, artifact: Artifact, rows: dict[str, list], cfg: "BenchSection"):
+    def __init__(self, artifact: Artifact, rows: dict[str, list], cfg: "BenchSection", half: bool = False):
         from transformers import AutoTokenizer
 
-        self.artifact = artifact
+        self.artifact, self.half = artifact, half
+        self.name = artifact.name + (" fp16" if half else "")
+        self.cuda = cfg.target == "cuda"
+        self.providers = cuda_providers(cfg.tensorrt) if self.cuda else None
         self.cases = encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
         self.parameters = parameters_of(artifact)
         self.memory_mb: dict[int, Any] = {}
@@ -64,7 +71,8 @@ class Loaded:
         return {case: [lambda x=x: run(x) for x in inputs] for case, inputs in prepared.items()}
 
     def _onnx(self, threads: int) -> tuple[Callable, Callable]:
-        session = runner.open_session(str(self.artifact.path), threads)
+        # session.run copies the outputs to host memory, so it returns when the GPU is done
+        session = runner.open_session(str(self.artifact.path), threads, self.providers)
         return (lambda example: runner.feeds_for(session, example)), (lambda feeds: session.run(None, feeds))
 
     def _torch(self, threads: int) -> tuple[Callable, Callable]:
@@ -72,14 +80,19 @@ class Loaded:
         from transformers import AutoModelForSequenceClassification
 
         torch.set_num_threads(threads)  # process-wide: every torch artifact of this round uses it
-        model = AutoModelForSequenceClassification.from_pretrained(self.artifact.path, use_safetensors=True).eval()
+        device = "cuda" if self.cuda else "cpu"
+        model = AutoModelForSequenceClassification.from_pretrained(self.artifact.path, use_safetensors=True).eval().to(device)
+        model = model.half() if self.half else model
         names = set(model.forward.__code__.co_varnames)
 
         def run(tensors: dict) -> Any:
             with torch.inference_mode():
-                return model(**tensors).logits
+                logits = model(**tensors).logits
+            if self.cuda:
+                torch.cuda.synchronize()  # kernels run asynchronously: time them, not their launch
+            return logits
 
-        return (lambda example: {k: torch.from_numpy(v) for k, v in example.items() if k in names}), run
+        return (lambda example: {k: torch.from_numpy(v).to(device) for k, v in example.items() if k in names}), run
 
 
 def parameters_of(artifact: Artifact) -> int:
@@ -98,15 +111,57 @@ def parameters_of(artifact: Artifact) -> int:
 
 
 def thread_counts(cfg: "BenchSection") -> list[int]:
+    if cfg.target == "cuda":
+        return sorted(set(cfg.threads or [1]))  # the GPU does the work; CPU threads only feed it
     return sorted(set(cfg.threads or [1, os.cpu_count() or 1]))
+
+
+def cuda_providers(tensorrt: bool) -> list[str]:
+    """ONNX Runtime providers for the cuda target; an error that says how to get them when missing."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise TargetError(
+            f"target cuda: this onnxruntime ({ort.__version__}) has no CUDAExecutionProvider; install onnxruntime-gpu "
+            "in its place (pip uninstall onnxruntime && pip install onnxruntime-gpu), or bench torch models only"
+        )
+    if tensorrt and "TensorrtExecutionProvider" not in available:
+        raise TargetError("bench.tensorrt is true but this onnxruntime has no TensorrtExecutionProvider; install TensorRT or set it false")
+    return (["TensorrtExecutionProvider"] if tensorrt else []) + ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def check_cuda(artifacts: list[Artifact], cfg: "BenchSection") -> None:
+    """Fail before loading anything when the cuda target cannot run these artifacts here."""
+    if any(a.kind == "torch" for a in artifacts):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TargetError(
+                f"target cuda: PyTorch sees no CUDA device (torch {torch.__version__}); run on a machine with an NVIDIA GPU "
+                "and a CUDA build of torch, or use --target cpu"
+            )
+    if any(a.kind == "onnx" for a in artifacts):
+        cuda_providers(cfg.tensorrt)
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        return None
 
 
 def measure_all(artifacts: list[Artifact], rows: dict[str, list], cfg: "BenchSection") -> list[dict[str, Any]]:
     """Statistics per artifact, thread count and case; every case times all artifacts interleaved."""
-    loaded = [Loaded(a, rows, cfg) for a in artifacts]
-    latency: dict[str, dict] = {a.name: {} for a in artifacts}
+    if cfg.target == "cuda":
+        check_cuda(artifacts, cfg)
+    loaded = [Loaded(a, rows, cfg, half) for a in artifacts for half in _precisions(a, cfg)]
+    latency: dict[str, dict] = {item.name: {} for item in loaded}
     for threads in thread_counts(cfg):
-        calls = {item.artifact.name: item.calls(threads) for item in loaded}
+        calls = {item.name: item.calls(threads) for item in loaded}
         for case in case_names(cfg):
             if not all(calls[name].get(case) for name in calls):
                 continue  # fewer texts than one batch of this size
@@ -114,7 +169,12 @@ def measure_all(artifacts: list[Artifact], rows: dict[str, list], cfg: "BenchSec
             times = runner.time_interleaved({name: c[case] for name, c in calls.items()}, cfg.rounds, cfg.warmup)
             for name, values in times.items():
                 latency[name].setdefault(str(threads), {})[case] = _stats(values, case, cfg.rounds)
-    return [_row(item, latency[item.artifact.name]) for item in loaded]
+    return [_row(item, latency[item.name]) for item in loaded]
+
+
+def _precisions(artifact: Artifact, cfg: "BenchSection") -> tuple[bool, ...]:
+    """(fp16?) per row: torch models on a GPU are timed in fp32 and fp16, everything else as stored."""
+    return (False, True) if cfg.target == "cuda" and artifact.kind == "torch" else (False,)
 
 
 def _stats(values: list[float], case: str, rounds: int) -> dict[str, Any]:
@@ -130,13 +190,14 @@ def _stats(values: list[float], case: str, rounds: int) -> dict[str, Any]:
 def _row(item: Loaded, latency: dict[str, dict]) -> dict[str, Any]:
     artifact = item.artifact
     return {
-        "name": artifact.name,
+        "name": item.name,
         "kind": artifact.kind,
         "path": str(artifact.path),
         "bytes": artifact.bytes(),
         "parameters": item.parameters,
         "test": artifact.test,
         "test_measured_by": artifact.test_source,
+        **({"precision": "fp16", "test": {}, "test_measured_by": None} if item.half else {}),
         "session_rss_mb": {str(k): v for k, v in item.memory_mb.items()},
         "latency": latency,
     }

@@ -3,10 +3,12 @@
 bench.json: ``schema``, ``created``, ``environment`` (CPU model and instruction sets, cores, OS,
 library versions, execution provider), ``settings`` (the bench section, thread counts resolved),
 ``examples`` (test texts timed), and ``artifacts``: one entry per artifact with ``name``, ``kind``
-(torch/onnx), ``path``, ``bytes``, ``parameters``, ``test`` (accuracy, f1_macro as measured by the
+(torch/onnx), ``precision`` (``fp16`` on rows that cuda timed in half precision), ``path``, ``bytes``, ``parameters``, ``test`` (accuracy, f1_macro as measured by the
 stage that made it), ``session_rss_mb`` per thread count, ``latency[threads][case]`` (p50/p90/p99/
 mean/std in ms, ``runs``, ``round_p50_ms``, ``sequences_per_s``), and ``speedup[threads][case]``
-and ``size_ratio`` against the first artifact.
+and ``size_ratio`` against the first artifact. On the arm64-emulated target, each row also has
+``emulated: true`` and ``agreement`` (``argmax``: fraction of texts with the same predicted class as
+on this machine, ``max_abs_diff``, ``examples``), and ``environment.emulated`` is true.
 """
 
 from __future__ import annotations
@@ -49,8 +51,14 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def bench_document(
     rows: list[dict[str, Any]], settings: dict[str, Any], examples: int, device: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The document; ``device`` is the environment the ssh runner reported, for a remote target."""
+    """The document; ``device`` is the environment the runner reported on a remote or emulated target."""
     where = {"target": settings["target"], "provider": "CPUExecutionProvider"}
+    if settings["target"] == "cuda":
+        from edgepress.bench.measure import gpu_name
+
+        where = {**where, "provider": "CUDAExecutionProvider", "gpu": gpu_name()}
+    if settings["target"] == "arm64-emulated":
+        where["emulated"] = True  # the gate refuses these latencies
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -59,6 +67,12 @@ def bench_document(
         "examples": examples,
         "artifacts": with_ratios(rows),
     }
+
+
+EMULATED_NOTE = (
+    "**Emulated**: arm64 kernels under {qemu} (-cpu {cpu}). These latencies are 50-250x those of a real device and "
+    "say nothing about one; they are not comparable with native numbers. What this run checks is agreement."
+)
 
 
 def _cell(row: dict, threads: str, case: str, key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
@@ -93,9 +107,12 @@ def markdown(document: dict[str, Any]) -> str:
     where = env
     if env.get("device"):  # an ssh target: describe the device, not the machine that drove it
         where = {**env["device"], "platform": f"{env['target']}, {env['device']['system']}, onnxruntime {env['device']['onnxruntime']}"}
+    if env.get("gpu"):
+        where = {**env, "platform": f"{env['gpu']}, {env['provider']}; host {env['platform']}"}
     lines = [
         f"# edgepress benchmark, {document['created']}",
         "",
+        *([EMULATED_NOTE.format(**env["device"]["emulated"]), ""] if env.get("emulated") else []),
         f"{where['cpu']} ({', '.join(where['isa']) or 'no AVX2/AVX-512/dot-product flags'}), {where['cores']} cores, "
         f"{where['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved rounds, "
         f"max {settings['max_seq_length']} tokens. Accuracy: as measured on the test split by the stage that made "
@@ -105,6 +122,10 @@ def markdown(document: dict[str, Any]) -> str:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    if env.get("emulated"):
+        lines += ["", "Agreement with this machine (same inputs, one thread):", ""]
+        lines += [f"- {r['name']}: predicted class {100 * r['agreement']['argmax']:.1f}% the same, max |logit difference| "
+                  f"{r['agreement']['max_abs_diff']:.2e} over {r['agreement']['examples']} texts" for r in document["artifacts"]]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

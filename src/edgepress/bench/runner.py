@@ -5,6 +5,9 @@ device (a Raspberry Pi, a phone under Termux, an emulated arm64 Python) and run 
 
     python runner.py --inputs inputs.npz --model a=model_a.onnx --model b=model_b.onnx --json out.json
 
+``--outputs out.npz`` also saves every model's first output (the logits) per example, under
+``<name>.<i>``, so that the machine that sent the models can check the device predicts the same.
+
 ``inputs.npz`` holds already tokenized examples: ``input_ids.<i>`` and ``attention_mask.<i>``
 (and optionally ``token_type_ids.<i>``) for i = 0, 1, ..., each of shape [batch, length].
 Models are measured interleaved: each round runs every example through every model, in an order
@@ -120,6 +123,17 @@ def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: 
     }
 
 
+def first_outputs(models: dict[str, str], examples: list[dict]) -> dict[str, np.ndarray]:
+    """Each model's first output for each example, keyed ``<name>.<i>`` (one thread: results are
+    the kernels', not the scheduling's)."""
+    saved = {}
+    for name, path in models.items():
+        session = open_session(path, 1)
+        for i, example in enumerate(examples):
+            saved[f"{name}.{i}"] = session.run(None, feeds_for(session, example))[0]
+    return saved
+
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve", "i8mm")
 
 
@@ -159,7 +173,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, help="NAME=PATH of an ONNX model (repeatable)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="intra-op thread counts to measure")
     parser.add_argument("--rounds", type=int, default=5, help="passes over the examples per model")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per model before the first round")
     parser.add_argument("--json", help="write the results here (default: print them)")
+    parser.add_argument("--outputs", help="also save each model's first output per example to this .npz")
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.model)
     examples = load_inputs(args.inputs)
@@ -168,8 +184,10 @@ def main() -> None:
         "environment": environment(),
         "examples": len(examples),
         "rounds": args.rounds,
-        "threads": {str(t): measure(models, examples, t, args.rounds) for t in args.threads},
+        "threads": {str(t): measure(models, examples, t, args.rounds, args.warmup) for t in args.threads},
     }
+    if args.outputs:
+        np.savez(args.outputs, **first_outputs(models, examples))
     text = json.dumps(result, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -26,6 +26,11 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
 
 def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection", folder: Path) -> dict[str, Any]:
     """Measure ``artifacts`` on the first ``cfg.examples`` test texts; write bench.json and report.md."""
+    if cfg.target == "arm64-emulated":
+        from edgepress.bench.targets import EMULATED_SETTINGS
+
+        cfg = cfg.model_copy(update=EMULATED_SETTINGS)
+    measure_missing_accuracy(artifacts, data, cfg.max_seq_length)
     test = data.test.to_dict()
     rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}
     log.info("bench: %d artifacts, %d test texts, threads %s", len(artifacts), len(rows["text"]), thread_counts(cfg))
@@ -34,8 +39,40 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
         from edgepress.bench.targets import measure_over_ssh
 
         measured, device = measure_over_ssh(artifacts, rows, cfg)
+    elif cfg.target == "arm64-emulated":
+        from edgepress.bench.targets import measure_emulated
+
+        measured, device = measure_emulated(artifacts, rows, cfg)
     else:
         measured, device = measure_all(artifacts, rows, cfg), None
     document = bench_document(measured, settings, len(rows["text"]), device)
     write_reports(document, folder)
     return document
+
+
+def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_length: int) -> None:
+    """Test accuracy of the artifacts no stage measured (models named on the command line), on
+    this machine's CPU, so that every row of the report has one."""
+    for artifact in artifacts:
+        if artifact.test:
+            continue
+        log.info("bench: test accuracy of %s", artifact.name)
+        artifact.test = _test_metrics(artifact, data, max_length)
+        artifact.test_source = "bench"
+
+
+def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dict[str, float]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact.folder)
+    if artifact.kind == "onnx":
+        from edgepress.bench.runner import open_session
+        from edgepress.export.runtime import evaluate_onnx
+
+        return evaluate_onnx(open_session(str(artifact.path), 0), tokenizer, data, max_length, ("test",))["test"]
+    from transformers import AutoModelForSequenceClassification
+
+    from edgepress.metrics import evaluate_torch
+
+    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, use_safetensors=True).eval()
+    return evaluate_torch(model, tokenizer, data, max_length, ("test",))["test"]

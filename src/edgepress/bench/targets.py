@@ -1,16 +1,23 @@
-"""Benchmark targets other than this machine's CPU: a device reached over ssh.
+"""Benchmark targets other than this machine's CPU: a device reached over ssh, and an arm64 CPU
+emulated by qemu on this machine.
 
-The device needs Python 3 with numpy and onnxruntime, nothing else: edgepress copies the ONNX
+An ssh device needs Python 3 with numpy and onnxruntime, nothing else: edgepress copies the ONNX
 models, the tokenized test texts (one .npz per batch shape) and the standalone runner there, runs
 the runner once per batch shape, and fetches its JSON. ssh and scp run with ``BatchMode=yes``, so
 they use the user's keys, agent and ``~/.ssh/config`` (or ``bench.ssh_config``) and never prompt
 for a password; nothing secret is ever on the command line.
+
+The emulated target runs the same runner under qemu (``bench/emulator.py``) to check that every
+ONNX model loads and predicts the same on ARM kernels: its outputs are compared with this
+machine's, and a model whose predictions disagree fails the stage. Emulated latencies are
+recorded but marked: they say nothing about a real ARM device.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +30,7 @@ import numpy as np
 from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
 from edgepress.bench.measure import encoded_cases, parameters_of, thread_counts
-from edgepress.errors import StageError
+from edgepress.errors import StageError, TargetError
 from edgepress.sections import BenchSection
 
 
@@ -61,7 +68,7 @@ class SshTarget:
         done = subprocess.run(args, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise StageError(
+            raise TargetError(
                 f"ssh target {self.destination}: {doing} failed ({last}); check that `ssh {self.destination}` works "
                 "without a password and that the device has python3 with numpy and onnxruntime"
             )
@@ -73,9 +80,7 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     from transformers import AutoTokenizer
 
     target = SshTarget.from_section(cfg)
-    onnx = [a for a in artifacts if a.kind == "onnx"]
-    if not onnx:
-        raise StageError("an ssh target runs ONNX models only, and there are none; run the export stage first")
+    onnx = _onnx_only(artifacts, "an ssh target")
     remote = target.run("mktemp -d").strip()
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -89,6 +94,68 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     finally:
         target.run(f"rm -rf {shlex.quote(remote)}")
     return _rows(onnx, list(cases), results, names), results[0]["environment"]
+
+
+# emulation is 50-250x slower than native: batch 1 on one thread, one round after one warm-up call
+EMULATED_SETTINGS = {"threads": [1], "batch_sizes": [], "rounds": 1, "warmup": 1}
+
+
+def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
+    """The ONNX artifacts run under the arm64 emulator (``cfg`` with ``EMULATED_SETTINGS``); each
+    row carries ``emulated: true`` and its ``agreement`` with this machine's outputs."""
+    from transformers import AutoTokenizer
+
+    from edgepress.bench.emulator import Emulator
+
+    emulator = Emulator.open(Path(cfg.emulator_root) if cfg.emulator_root else None)
+    onnx = _onnx_only(artifacts, "the arm64-emulated target")
+    examples = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)["batch 1"]
+    names = {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch)
+        script = Path(shutil.copy(runner.__file__, local / "runner.py"))  # alone: nothing of edgepress beside it
+        models = [arg for a in onnx for arg in ("--model", f"{names[a.name]}={a.path.resolve()}")]
+        emulator.python(
+            str(script), "--inputs", str(_npz(local, 0, examples)), *models, "--threads", "1", "--rounds", str(cfg.rounds),
+            "--warmup", str(cfg.warmup), "--json", str(local / "case0.json"), "--outputs", str(local / "outputs.npz"),
+        )  # fmt: skip
+        result = json.loads((local / "case0.json").read_text())
+        with np.load(local / "outputs.npz") as arm:
+            emulated = {key: arm[key] for key in arm.files}
+    native = runner.first_outputs({names[a.name]: str(a.path) for a in onnx}, examples)
+    measured = _rows(onnx, ["batch 1"], [result], names)
+    for row, artifact in zip(measured, onnx):
+        row["emulated"] = True
+        row["agreement"] = agreement(native, emulated, names[artifact.name], len(examples))
+    _check_agreement(measured, cfg.min_agreement)
+    return measured, {**result["environment"], "emulated": emulator.facts}
+
+
+def agreement(native: dict[str, np.ndarray], emulated: dict[str, np.ndarray], name: str, count: int) -> dict[str, Any]:
+    """How far one model's emulated outputs are from this machine's: predicted classes in
+    common, and the largest absolute difference of any logit."""
+    same, largest = 0, 0.0
+    for i in range(count):
+        x86, arm = native[f"{name}.{i}"], emulated[f"{name}.{i}"]
+        same += int(np.array_equal(x86.argmax(-1), arm.argmax(-1)))
+        largest = max(largest, float(np.abs(x86.astype(np.float64) - arm).max()))
+    return {"argmax": round(same / count, 4), "max_abs_diff": largest, "examples": count}
+
+
+def _check_agreement(measured: list[dict], minimum: float) -> None:
+    low = [f"{r['name']} {100 * r['agreement']['argmax']:.1f}%" for r in measured if r["agreement"]["argmax"] < minimum]
+    if low:
+        raise StageError(
+            f"on emulated arm64 kernels, predictions differ from this machine's: {', '.join(low)} agree "
+            f"(bench.min_agreement is {100 * minimum:.0f}%); the model would predict differently on an ARM device"
+        )
+
+
+def _onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
+    onnx = [a for a in artifacts if a.kind == "onnx"]
+    if not onnx:
+        raise TargetError(f"{target} runs ONNX models only, and there are none; run the export stage first or pass --model")
+    return onnx
 
 
 def _npz(folder: Path, index: int, inputs: list[dict[str, np.ndarray]]) -> Path:
