@@ -53,7 +53,7 @@ class Loaded:
         self.artifact, self.half = artifact, half
         self.name = artifact.name + (" fp16" if half else "")
         self.cuda = cfg.target == "cuda"
-        self.providers = cuda_providers(cfg.tensorrt) if self.cuda else None
+        self.providers = cuda_providers(cfg.tensorrt) if self.cuda and artifact.kind == "onnx" else None
         self.cases = encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
         self.parameters = parameters_of(artifact)
         self.memory_mb: dict[int, Any] = {}

@@ -114,9 +114,9 @@ def markdown(document: dict[str, Any]) -> str:
         "",
         *([EMULATED_NOTE.format(**env["device"]["emulated"]), ""] if env.get("emulated") else []),
         f"{where['cpu']} ({', '.join(where['isa']) or 'no AVX2/AVX-512/dot-product flags'}), {where['cores']} cores, "
-        f"{where['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved rounds, "
-        f"max {settings['max_seq_length']} tokens. Accuracy: as measured on the test split by the stage that made "
-        "each artifact.",
+        f"{where['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved "
+        f"round{'s' if settings['rounds'] != 1 else ''}, max {settings['max_seq_length']} tokens. Accuracy: on the whole test "
+        "split, as measured by the stage that made each artifact (by bench for models named on the command line).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

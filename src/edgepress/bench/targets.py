@@ -16,6 +16,7 @@ recorded but marked: they say nothing about a real ARM device.
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ from edgepress.bench.artifacts import Artifact
 from edgepress.bench.measure import encoded_cases, parameters_of, thread_counts
 from edgepress.errors import StageError, TargetError
 from edgepress.sections import BenchSection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ def _onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
     onnx = [a for a in artifacts if a.kind == "onnx"]
     if not onnx:
         raise TargetError(f"{target} runs ONNX models only, and there are none; run the export stage first or pass --model")
+    if skipped := [a.name for a in artifacts if a.kind != "onnx"]:
+        log.info("bench: %s runs ONNX models only; not timed there: %s", target, ", ".join(skipped))
     return onnx
 
 
