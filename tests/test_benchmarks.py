@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on tiny models, so that they do not rot between releases."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert,
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_vs_hard_labels.py"), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert [r["variant"] for r in result["rows"]] == ["teacher-init, KD", "teacher-init, hard only", "random-init, KD", "random-init, hard only"]
+    assert [r["variant"] for r in result["rows"]] == [
+        "teacher-init, KD", "teacher-init, hard only", "random-init, KD", "random-init, hard only", "random-init, KD + hidden + attention",
+    ]  # fmt: skip
     assert len({r["steps"] for r in result["rows"]}) == 1  # the same budget for every variant
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
     assert "teacher-init, KD" in done.stdout and result["machine"]["packages"]["torch"]
@@ -45,3 +48,27 @@ def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classi
     assert pruned["parameters"] < unpruned["parameters"] and pruned["onnx_bytes"] < unpruned["onnx_bytes"]
     assert all(r["latency"]["1"]["runs"] == 40 for r in result["rows"])
     assert "pruned vs unpruned" in done.stdout
+
+
+def test_gate_noise_benchmark_fails_the_slower_model(tmp_path, tiny_classifier, tiny_csv):
+    from test_runner import tiny_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    tiny_model(model / "a.onnx")
+    out = tmp_path / "result.json"
+    args = [
+        "--reference", str(model / "a.onnx"), "--model", str(model / "a.onnx"), "--slower", str(tiny_classifier),
+        "--bench-args", f"--data {tiny_csv} --examples 8 --rounds 2 --threads 1 --batch-size 4 --max-seq-length 24",
+        "--output-dir", str(tmp_path / "runs"), "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gate_noise.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gates = json.loads(out.read_text())["gates"]
+    assert [(g["current"], g["reference"]) for g in gates] == [
+        ("repeat 1", "ref"), ("repeat 1", None), ("repeat 2", "ref"), ("repeat 2", None), ("slower", "ref"), ("slower", None),
+    ]  # fmt: skip
+    # PyTorch's per-call overhead makes the torch model many times slower than a tiny ONNX graph
+    assert [g["exit"] for g in gates if g["current"] == "slower"] == [1, 1]
+    assert all(set(g["latency_changes"]) == {"latency 1T batch 1", "latency 1T batch 4 x 24"} for g in gates)
+    assert "slower     by ref          1        1" in done.stdout
