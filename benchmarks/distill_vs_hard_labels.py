@@ -48,12 +48,12 @@ def main() -> None:
     teacher = args.teacher or fine_tune_teacher(base, args)
     rows = []
     for seed in args.seeds:
-        for variant, overrides in VARIANTS.items():
+        for variant, overrides in variants(base, args).items():
             if args.only and not any(word in variant for word in args.only):
                 continue
             recipe = variant_recipe(
                 base,
-                [*overrides, f"seed={seed}", "stages=[distill]", *args.set],
+                [*args.set, *overrides, f"seed={seed}", "stages=[distill]"],
                 {"name": f"bench-distill-{slug(variant)}-s{seed}", "output_dir": args.output_dir, "model.name_or_path": str(teacher)},
             )
             start = time.perf_counter()
@@ -61,6 +61,20 @@ def main() -> None:
             metrics = outcome.manifest["metrics"]
             rows.append({"variant": variant, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), **flat(metrics)})
     report(rows, teacher, args, base)
+
+
+def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
+    """VARIANTS, plus with ``--augment N`` a pair at the same number of steps: KD on the training
+    texts and N augmented copies of each, which only the teacher can label, against hard labels on
+    the training texts alone for (1 + N) times the epochs."""
+    if not args.augment:
+        return VARIANTS
+    epochs = variant_recipe(base, args.set, {}).distill.epochs
+    return {
+        **VARIANTS,
+        f"teacher-init, KD + augmentation x{args.augment}": [*KD, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}"],
+        "teacher-init, hard only, same steps": [*HARD, "distill.student.from_teacher=true", f"distill.epochs={epochs * (1 + args.augment)}"],
+    }
 
 
 def variant_recipe(base: dict, overrides: list[str], updates: dict) -> Recipe:
@@ -132,6 +146,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher", type=Path, help="a fine-tuned teacher folder; fine-tuned first when absent")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--only", nargs="+", help="run the variants whose name contains one of these, e.g. teacher-init")
+    parser.add_argument("--augment", type=int, default=0, help="also compare KD with N augmented copies per text (TinyBERT)")
     parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. distill.epochs=1")
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "distill_vs_hard_labels.json")

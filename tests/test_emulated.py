@@ -63,7 +63,8 @@ def test_every_onnx_model_predicts_the_same_on_emulated_arm64(emulator, quantize
         assert list(artifact["latency"]) == ["1"] and artifact["latency"]["1"]["batch 1"]["runs"] == 8
     assert document["settings"]["threads"] == [1] and document["settings"]["cases"] == ["batch 1"]
     report = (out / "report.md").read_text()
-    assert "**Emulated**" in report and "predicted class 100.0% the same" in report
+    assert "**Emulated: arm64 kernels under qemu" in report and "predicted class 100.0% the same" in report
+    assert "<strong>Emulated: arm64 kernels" in (out / "report.html").read_text()
     # emulated latencies never reach a gate
     gated = runner.invoke(app, ["gate", "--baseline", str(out / "bench.json"), "--current", str(out / "bench.json")])
     assert gated.exit_code == 2 and "emulated latencies" in gated.output

@@ -51,7 +51,8 @@ def write_pareto(document: dict[str, Any], path: Path) -> bool:
     axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", linewidth=1, label="Pareto front")
     axes.set_xlabel(f"p50 latency, batch 1, {threads} thread(s) (ms)")
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title("accuracy against latency (marker area: file size)")
+    emulated = " - EMULATED arm64 latencies" if document["environment"].get("emulated") else ""
+    axes.set_title(f"accuracy against latency (marker area: file size){emulated}")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
@@ -60,8 +61,8 @@ def write_pareto(document: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def write_html(document: dict[str, Any], markdown_table: list[list[str]], plot: Path | None, path: Path) -> None:
-    """One file, no external resources: the table, the environment, and the plot inlined."""
+def write_html(document: dict[str, Any], markdown_table: list[list[str]], plot: Path | None, path: Path, note: str = "") -> None:
+    """One file, no external resources: ``note`` (emphasized), the table, the environment, and the plot inlined."""
     env = document["environment"]
     head, *body = markdown_table
     cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
@@ -77,7 +78,8 @@ def write_html(document: dict[str, Any], markdown_table: list[list[str]], plot: 
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
         "</style></head><body>"
         f"<h1>edgepress benchmark</h1><p>{html.escape(document['created'])}</p>"
-        f"<p>{html.escape(details)}</p><p>{html.escape(packages)}</p>"
+        + (f"<p><strong>{html.escape(note)}</strong></p>" if note else "")
+        + f"<p>{html.escape(details)}</p><p>{html.escape(packages)}</p>"
         f"<table><tr>{cells}</tr>{rows}</table>{image}</body></html>\n",
         encoding="utf-8",
     )

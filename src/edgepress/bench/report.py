@@ -69,10 +69,16 @@ def bench_document(
     }
 
 
-EMULATED_NOTE = (
-    "**Emulated**: arm64 kernels under {qemu} (-cpu {cpu}). These latencies are 50-250x those of a real device and "
-    "say nothing about one; they are not comparable with native numbers. What this run checks is agreement."
-)
+def emulated_note(document: dict[str, Any]) -> str:
+    """The warning every report of an emulated run carries; empty for native runs."""
+    env = document["environment"]
+    if not env.get("emulated"):
+        return ""
+    facts = env["device"]["emulated"]
+    return (
+        f"Emulated: arm64 kernels under {facts['qemu']} (-cpu {facts['cpu']}). These latencies are 50-250x those of a "
+        "real device and say nothing about one; they are not comparable with native numbers. What this run checks is agreement."
+    )
 
 
 def _cell(row: dict, threads: str, case: str, key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
@@ -112,7 +118,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines = [
         f"# edgepress benchmark, {document['created']}",
         "",
-        *([EMULATED_NOTE.format(**env["device"]["emulated"]), ""] if env.get("emulated") else []),
+        *([f"**{emulated_note(document)}**", ""] if env.get("emulated") else []),
         f"{where['cpu']} ({', '.join(where['isa']) or 'no AVX2/AVX-512/dot-product flags'}), {where['cores']} cores, "
         f"{where['platform']}; {document['examples']} test texts, {settings['rounds']} interleaved "
         f"round{'s' if settings['rounds'] != 1 else ''}, max {settings['max_seq_length']} tokens. Accuracy: on the whole test "
@@ -134,4 +140,4 @@ def write_reports(document: dict[str, Any], folder: Path) -> None:
     (folder / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(markdown(document), encoding="utf-8")
     plot = folder / "pareto.png"
-    write_html(document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html")
+    write_html(document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html", emulated_note(document))
