@@ -13,6 +13,19 @@ KEYWORDS = {"sports": ["goal", "match", "team"], "politics": ["vote", "party", "
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def assert_schema_valid(document: dict, name: str) -> None:
+    """``document`` against the JSON Schema edgepress ships, ``bench`` or ``runner``."""
+    from importlib.resources import files
+
+    import jsonschema
+    from referencing import Registry, Resource
+
+    folder = files("edgepress.bench") / "schemas"
+    schemas = {n: json.loads((folder / f"{n}.schema.json").read_text()) for n in ("bench", "runner")}
+    registry = Registry().with_resources([(s["$id"], Resource.from_contents(s)) for s in schemas.values()])
+    jsonschema.Draft202012Validator(schemas[name], registry=registry).validate(document)
+
+
 def synthetic_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("sports", "politics", "tech")) -> list[dict]:
     """Texts of filler words with one class keyword: separable, so a tiny model learns it in a few steps."""
     rng = random.Random(seed)

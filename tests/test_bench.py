@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_schema_valid
 from edgepress.bench.gate import compare, junit
 from edgepress.bench.report import SCHEMA
 from edgepress.cli import app
@@ -49,6 +50,22 @@ def test_every_artifact_is_measured_with_sane_statistics(benched):
     first = document["artifacts"][0]
     assert first["speedup"]["1"]["batch 1"] == 1.0 and first["size_ratio"] == 1.0
     assert document["environment"]["cores"] >= 1 and document["environment"]["packages"]["onnxruntime"]
+    assert_schema_valid(document, "bench")
+
+
+def test_the_schema_rejects_what_bench_never_writes(benched):
+    import jsonschema
+
+    for break_it in (
+        lambda d: d["artifacts"][0]["latency"]["1"]["batch 1"].update(p50_ms=-1.0),
+        lambda d: d["artifacts"][1].update(kind="tflite"),
+        lambda d: d["environment"].update(target="tpu"),
+        lambda d: d["artifacts"][2]["test"].update(accuracy=98.5),  # a percentage where a fraction belongs
+    ):
+        document = copy.deepcopy(benched[0])
+        break_it(document)
+        with pytest.raises(jsonschema.ValidationError):
+            assert_schema_valid(document, "bench")
 
 
 def test_report_has_a_row_per_artifact_and_a_plot(benched):

@@ -11,6 +11,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_schema_valid
 from edgepress.bench.emulator import find_qemu
 from edgepress.cli import app
 
@@ -49,6 +50,7 @@ def test_every_onnx_model_predicts_the_same_on_emulated_arm64(emulator, quantize
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads((out / "bench.json").read_text())
+    assert_schema_valid(document, "bench")
     assert document["environment"]["emulated"] is True and document["environment"]["device"]["machine"] == "aarch64"
     assert "asimddp" in document["environment"]["device"]["isa"]  # the fake Neoverse-N1 identity reached ORT's kernel choice
     names = [a["name"] for a in document["artifacts"]]

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from conftest import assert_schema_valid
+
 from edgepress.bench import runner
 
 RUNNER = Path(runner.__file__)
@@ -74,6 +76,7 @@ def test_runner_needs_only_numpy_and_onnxruntime(tmp_path):
     result = json.loads(out.read_text())
     assert result["schema"] == runner.SCHEMA and set(result["threads"]) == {"1", "2"}
     assert result["threads"]["1"]["tiny"]["runs"] == 6 * 2
+    assert_schema_valid(result, "runner")
 
 
 def test_a_missing_model_input_is_one_line(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_schema_valid
+
 from edgepress.cli import app
 
 runner = CliRunner()
@@ -79,6 +81,7 @@ def test_onnx_models_are_timed_on_the_device_over_ssh(ssh_config, tmp_path, tiny
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads((out / "bench.json").read_text())
+    assert_schema_valid(document, "bench")
     assert document["environment"]["target"] == "ssh://bench-device" and document["environment"]["device"]["onnxruntime"]
     assert [a["name"] for a in document["artifacts"]] == ["01-export/model.onnx", "01-export/model_optimized.onnx"]
     for artifact in document["artifacts"]:
@@ -151,6 +154,7 @@ def test_torch_models_are_timed_on_the_gpu_in_fp32_and_fp16(tmp_path, tiny_class
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads((out / "bench.json").read_text())
+    assert_schema_valid(document, "bench")
     assert [a["name"] for a in document["artifacts"]] == ["m", "m fp16"]
     assert document["environment"]["gpu"] and document["settings"]["threads"] == [1]
     for artifact in document["artifacts"]:

@@ -1,4 +1,4 @@
-"""bench.json (schema ``edgepress.bench/1``) and report.md.
+"""bench.json (schema ``edgepress.bench/1``; JSON Schema in ``schemas/bench.schema.json``) and report.md.
 
 bench.json: ``schema``, ``created``, ``environment`` (CPU model and instruction sets, cores, OS,
 library versions, execution provider), ``settings`` (the bench section, thread counts resolved),
