@@ -88,6 +88,7 @@ def test_onnx_models_are_timed_on_the_device_over_ssh(ssh_config, tmp_path, tiny
         assert artifact["latency"]["1"]["batch 1"]["runs"] == 8 * 2
         assert artifact["latency"]["1"]["batch 4 x 24"]["runs"] == 2 * 2
         assert len(artifact["latency"]["1"]["batch 1"]["round_p50_ms"]) == 2
+        assert artifact["agreement"] == {"argmax": 1.0, "max_abs_diff": 0.0, "examples": 8}  # the same CPU, the same ORT
 
 
 def test_an_unreachable_device_is_one_line(tmp_path, tiny_classifier, tiny_csv):

@@ -315,7 +315,7 @@ class BenchSection(Section):
     remote_python: str = Field("python3", description="Python on the ssh device.")
     emulator_root: Optional[str] = Field(None, description="Folder of the arm64-emulated target; default: ~/.cache/edgepress/arm64-emulated.")
     min_agreement: float = Field(
-        0.99, ge=0, le=1, description="arm64-emulated: least fraction of test texts whose predicted class matches this machine's."
+        0.99, ge=0, le=1, description="ssh and arm64-emulated: least fraction of timed texts whose predicted class on the target matches this machine's."
     )
     tensorrt: bool = Field(False, description="cuda: put ONNX Runtime's TensorRT provider first (builds an engine per input shape).")
     threads: Optional[list[int]] = Field(None, description="Intra-op thread counts to measure; default: 1 and every core.")

@@ -8,9 +8,9 @@ they use the user's keys, agent and ``~/.ssh/config`` (or ``bench.ssh_config``) 
 for a password; nothing secret is ever on the command line.
 
 The emulated target runs the same runner under qemu (``bench/emulator.py``) to check that every
-ONNX model loads and predicts the same on ARM kernels: its outputs are compared with this
-machine's, and a model whose predictions disagree fails the stage. Emulated latencies are
-recorded but marked: they say nothing about a real ARM device.
+ONNX model loads and predicts the same on ARM kernels. On both targets the batch-1 outputs are
+compared with this machine's, and a model whose predictions disagree fails the stage. Emulated
+latencies are recorded but marked: they say nothing about a real ARM device.
 """
 
 from __future__ import annotations
@@ -94,9 +94,12 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
             for artifact in onnx:  # models may share a file name, so each gets a unique one
                 target.put([artifact.path], f"{remote}/{names[artifact.name]}")
             results = [_run_case(target, remote, local, i, names, cfg) for i in range(len(cases))]
+            device_outputs = _load_outputs(local / "outputs.npz")
     finally:
         target.run(f"rm -rf {shlex.quote(remote)}")
-    return _rows(onnx, list(cases), results, names), results[0]["environment"]
+    measured = _rows(onnx, list(cases), results, names)
+    _add_agreement(measured, onnx, names, cases["batch 1"], device_outputs, cfg.min_agreement)
+    return measured, results[0]["environment"]
 
 
 # emulation is 50-250x slower than native: batch 1 on one thread, one round after one warm-up call
@@ -123,15 +126,26 @@ def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
             "--warmup", str(cfg.warmup), "--json", str(local / "case0.json"), "--outputs", str(local / "outputs.npz"),
         )  # fmt: skip
         result = json.loads((local / "case0.json").read_text())
-        with np.load(local / "outputs.npz") as arm:
-            emulated = {key: arm[key] for key in arm.files}
-    native = runner.first_outputs({names[a.name]: str(a.path) for a in onnx}, examples)
+        emulated = _load_outputs(local / "outputs.npz")
     measured = _rows(onnx, ["batch 1"], [result], names)
-    for row, artifact in zip(measured, onnx):
+    for row in measured:
         row["emulated"] = True
-        row["agreement"] = agreement(native, emulated, names[artifact.name], len(examples))
-    _check_agreement(measured, cfg.min_agreement)
+    _add_agreement(measured, onnx, names, examples, emulated, cfg.min_agreement)
     return measured, {**result["environment"], "emulated": emulator.facts}
+
+
+def _load_outputs(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def _add_agreement(measured, onnx: list[Artifact], names: dict[str, str], examples: list[dict], device: dict, minimum: float) -> None:
+    """Each row's ``agreement`` between the device's outputs and this machine's on the same batch-1
+    inputs; a model below ``minimum`` fails the benchmark: it would predict differently there."""
+    native = runner.first_outputs({names[a.name]: str(a.path) for a in onnx}, examples)
+    for row, artifact in zip(measured, onnx):
+        row["agreement"] = agreement(native, device, names[artifact.name], len(examples))
+    _check_agreement(measured, minimum)
 
 
 def agreement(native: dict[str, np.ndarray], emulated: dict[str, np.ndarray], name: str, count: int) -> dict[str, Any]:
@@ -149,8 +163,8 @@ def _check_agreement(measured: list[dict], minimum: float) -> None:
     low = [f"{r['name']} {100 * r['agreement']['argmax']:.1f}%" for r in measured if r["agreement"]["argmax"] < minimum]
     if low:
         raise StageError(
-            f"on emulated arm64 kernels, predictions differ from this machine's: {', '.join(low)} agree "
-            f"(bench.min_agreement is {100 * minimum:.0f}%); the model would predict differently on an ARM device"
+            f"on the target, predictions differ from this machine's: {', '.join(low)} agree "
+            f"(bench.min_agreement is {100 * minimum:.0f}%); the model would predict differently there"
         )
 
 
@@ -173,11 +187,14 @@ def _run_case(target: SshTarget, remote: str, local: Path, index: int, names: di
     models = " ".join(f"--model {shlex.quote(f'{file}={remote}/{file}')}" for file in names.values())
     threads = " ".join(str(t) for t in thread_counts(cfg))
     out = f"{remote}/case{index}.json"
+    outputs = f" --outputs {remote}/outputs.npz" if index == 0 else ""  # batch 1: the agreement check
     target.run(
         f"{shlex.quote(cfg.remote_python)} {remote}/runner.py --inputs {remote}/case{index}.npz {models} "
-        f"--threads {threads} --rounds {cfg.rounds} --json {out}"
+        f"--threads {threads} --rounds {cfg.rounds} --warmup {cfg.warmup} --json {out}{outputs}"
     )
     target.get(out, local / f"case{index}.json")
+    if outputs:
+        target.get(f"{remote}/outputs.npz", local / "outputs.npz")
     return json.loads((local / f"case{index}.json").read_text())
 
 
