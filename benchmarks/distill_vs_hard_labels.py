@@ -117,6 +117,8 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
         "recipe": str(args.recipe),
         "recipe_distill_section": base.get("distill"),
         "overrides": args.set,
+        "augment": args.augment,
+        "only": args.only,
         "teacher": str(teacher),
         "machine": {"processor": cpu_model(), **environment()},
         "rows": rows,
