@@ -29,17 +29,29 @@ from edgepress.recipe import Recipe, apply_override, set_path, validate_recipe
 from edgepress.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
-KD = ["distill.loss.hard_weight=0.5", "distill.loss.soft_weight=0.5"]
 HARD = ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"]
 INTERMEDIATE = ["distill.loss.hidden_weight=1.0", "distill.loss.attention_weight=1.0"]
-VARIANTS = {
-    "teacher-init, KD": [*KD, "distill.student.from_teacher=true"],
-    "teacher-init, hard only": [*HARD, "distill.student.from_teacher=true"],
-    "random-init, KD": [*KD, "distill.student.from_teacher=false"],
-    "random-init, hard only": [*HARD, "distill.student.from_teacher=false"],
-    # TinyBERT's finding: a student that starts from nothing learns most from the teacher's insides
-    "random-init, KD + hidden + attention": [*KD, *INTERMEDIATE, "distill.student.from_teacher=false"],
-}
+
+
+def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
+    """The pairs of students that differ only in the loss. With ``--augment N``, one more pair at
+    the same number of steps: KD on the training texts and N augmented copies of each, which only
+    the teacher can label, against hard labels on the training texts alone for (1 + N) times the
+    epochs."""
+    kd = [f"distill.loss.hard_weight={1 - args.soft_weight:g}", f"distill.loss.soft_weight={args.soft_weight:g}"]
+    found = {
+        "teacher-init, KD": [*kd, "distill.student.from_teacher=true"],
+        "teacher-init, hard only": [*HARD, "distill.student.from_teacher=true"],
+        "random-init, KD": [*kd, "distill.student.from_teacher=false"],
+        "random-init, hard only": [*HARD, "distill.student.from_teacher=false"],
+        # TinyBERT's finding: a student that starts from nothing learns most from the teacher's insides
+        "random-init, KD + hidden + attention": [*kd, *INTERMEDIATE, "distill.student.from_teacher=false"],
+    }
+    if args.augment:
+        epochs = variant_recipe(base, args.set, {}).distill.epochs
+        found[f"teacher-init, KD + augmentation x{args.augment}"] = [*kd, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}"]
+        found["teacher-init, hard only, same steps"] = [*HARD, "distill.student.from_teacher=true", f"distill.epochs={epochs * (1 + args.augment)}"]
+    return found
 
 
 def main() -> None:
@@ -61,20 +73,6 @@ def main() -> None:
             metrics = outcome.manifest["metrics"]
             rows.append({"variant": variant, "seed": seed, "wall_s": round(time.perf_counter() - start, 1), **flat(metrics)})
     report(rows, teacher, args, base)
-
-
-def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
-    """VARIANTS, plus with ``--augment N`` a pair at the same number of steps: KD on the training
-    texts and N augmented copies of each, which only the teacher can label, against hard labels on
-    the training texts alone for (1 + N) times the epochs."""
-    if not args.augment:
-        return VARIANTS
-    epochs = variant_recipe(base, args.set, {}).distill.epochs
-    return {
-        **VARIANTS,
-        f"teacher-init, KD + augmentation x{args.augment}": [*KD, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}"],
-        "teacher-init, hard only, same steps": [*HARD, "distill.student.from_teacher=true", f"distill.epochs={epochs * (1 + args.augment)}"],
-    }
 
 
 def variant_recipe(base: dict, overrides: list[str], updates: dict) -> Recipe:
@@ -118,6 +116,7 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
         "recipe_distill_section": base.get("distill"),
         "overrides": args.set,
         "augment": args.augment,
+        "soft_weight": args.soft_weight,
         "only": args.only,
         "teacher": str(teacher),
         "machine": {"processor": cpu_model(), **environment()},
@@ -148,6 +147,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher", type=Path, help="a fine-tuned teacher folder; fine-tuned first when absent")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--only", nargs="+", help="run the variants whose name contains one of these, e.g. teacher-init")
+    parser.add_argument("--soft-weight", type=float, default=0.5, help="KD variants: soft-label weight (hard = 1 - this)")
     parser.add_argument("--augment", type=int, default=0, help="also compare KD with N augmented copies per text (TinyBERT)")
     parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. distill.epochs=1")
     parser.add_argument("--output-dir", default="runs")
