@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from edgepress.bench.runner import cpu_description
 from edgepress.pipeline import run_recipe
 from edgepress.recipe import Recipe, apply_override, set_path, validate_recipe
 from edgepress.runs import environment
@@ -119,22 +119,12 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
         "soft_weight": args.soft_weight,
         "only": args.only,
         "teacher": str(teacher),
-        "machine": {"processor": cpu_model(), **environment()},
+        "machine": {"processor": cpu_description()[0], **environment()},
         "rows": rows,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def slug(text: str) -> str:

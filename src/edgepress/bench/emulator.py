@@ -42,6 +42,7 @@ CPU revision\t: 1
 
 """
 SETUP_HINT = "run `edgepress targets setup arm64-emulated` first"
+NO_QEMU = "qemu-aarch64 is not installed; install Debian's qemu-user-static (apt-get install qemu-user-static)"
 
 
 def default_root() -> Path:
@@ -60,21 +61,21 @@ class Emulator:
     facts: dict
 
     @classmethod
-    def open(cls, root: Path | None = None) -> "Emulator":
+    def open(cls, root: str | Path | None = None) -> "Emulator":
         root = Path(root or default_root())
         if not (root / "target.json").is_file():
             raise TargetError(f"no arm64-emulated target in {root}; {SETUP_HINT}")
         qemu = find_qemu()
         if qemu is None:
-            raise TargetError("qemu-aarch64 is not installed; install Debian's qemu-user-static (apt-get install qemu-user-static)")
+            raise TargetError(NO_QEMU)
         return cls(root, qemu, json.loads((root / "target.json").read_text(encoding="utf-8")))
 
-    def python(self, *args: str, timeout: float | None = None) -> str:
+    def python(self, *args: str) -> str:
         """Run the emulated Python with ``args``; its stdout. Fails with its last stderr line."""
         sysroot = self.root / "sysroot"
         command = [self.qemu, "-cpu", CPU, "-L", str(sysroot), str(sysroot / "usr/bin/python3.11"), *args]
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(self.root / "site"), "PYTHONNOUSERSITE": "1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
             raise TargetError(f"the emulated arm64 Python failed ({last}); rebuild the target with `edgepress targets setup arm64-emulated --force`")
@@ -85,7 +86,7 @@ def setup(root: Path | None = None, force: bool = False) -> Emulator:
     """Build the target in ``root`` (default: the user's cache); reuse a working one unless ``force``."""
     root = Path(root or default_root())
     if find_qemu() is None:
-        raise TargetError("qemu-aarch64 is not installed; install Debian's qemu-user-static (apt-get install qemu-user-static) and run this again")
+        raise TargetError(f"{NO_QEMU} and run this again")
     if (root / "target.json").is_file() and not force:
         emulator = Emulator.open(root)
         emulator.python("-c", "import numpy, onnxruntime")

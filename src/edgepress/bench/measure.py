@@ -66,8 +66,7 @@ class Loaded:
         prepare, run = self._torch(threads) if self.artifact.kind == "torch" else self._onnx(threads)
         prepared = {case: [prepare(x) for x in inputs] for case, inputs in self.cases.items()}
         run(next(iter(prepared.values()))[0])
-        after = runner.rss_mb()
-        self.memory_mb[threads] = round(after - before, 1) if before is not None and after is not None else None
+        self.memory_mb[threads] = runner.memory_added(before)
         return {case: [lambda x=x: run(x) for x in inputs] for case, inputs in prepared.items()}
 
     def _onnx(self, threads: int) -> tuple[Callable, Callable]:
@@ -156,8 +155,6 @@ def gpu_name() -> str | None:
 
 def measure_all(artifacts: list[Artifact], rows: dict[str, list], cfg: "BenchSection") -> list[dict[str, Any]]:
     """Statistics per artifact, thread count and case; every case times all artifacts interleaved."""
-    if cfg.target == "cuda":
-        check_cuda(artifacts, cfg)
     loaded = [Loaded(a, rows, cfg, half) for a in artifacts for half in _precisions(a, cfg)]
     latency: dict[str, dict] = {item.name: {} for item in loaded}
     for threads in thread_counts(cfg):
@@ -168,7 +165,8 @@ def measure_all(artifacts: list[Artifact], rows: dict[str, list], cfg: "BenchSec
             log.info("bench: %d thread(s), %s", threads, case)
             times = runner.time_interleaved({name: c[case] for name, c in calls.items()}, cfg.rounds, cfg.warmup)
             for name, values in times.items():
-                latency[name].setdefault(str(threads), {})[case] = _stats(values, case, cfg.rounds)
+                batch = int(case.split()[1])
+                latency[name].setdefault(str(threads), {})[case] = runner.statistics(values, cfg.rounds, batch * len(values))
     return [_row(item, latency[item.name]) for item in loaded]
 
 
@@ -177,27 +175,23 @@ def _precisions(artifact: Artifact, cfg: "BenchSection") -> tuple[bool, ...]:
     return (False, True) if cfg.target == "cuda" and artifact.kind == "torch" else (False,)
 
 
-def _stats(values: list[float], case: str, rounds: int) -> dict[str, Any]:
-    per_round = np.array_split(np.asarray(values), rounds)
-    batch = int(case.split()[1])
-    return {
-        **runner.summarize(values),
-        "round_p50_ms": [round(float(np.median(r)), 4) for r in per_round],
-        "sequences_per_s": round(batch * len(values) / (sum(values) / 1000), 2),
-    }
-
-
 def _row(item: Loaded, latency: dict[str, dict]) -> dict[str, Any]:
-    artifact = item.artifact
+    row = artifact_row(item.artifact, latency, {str(k): v for k, v in item.memory_mb.items()}, item.parameters)
+    if item.half:  # its accuracy is the fp32 model's, which this row does not measure
+        row.update(name=item.name, precision="fp16", test={}, test_measured_by=None)
+    return row
+
+
+def artifact_row(artifact: Artifact, latency: dict[str, dict], memory_mb: dict[str, Any], parameters: int | None = None) -> dict[str, Any]:
+    """One entry of bench.json's ``artifacts`` (ratios are added by the report)."""
     return {
-        "name": item.name,
+        "name": artifact.name,
         "kind": artifact.kind,
         "path": str(artifact.path),
         "bytes": artifact.bytes(),
-        "parameters": item.parameters,
+        "parameters": parameters_of(artifact) if parameters is None else parameters,
         "test": artifact.test,
         "test_measured_by": artifact.test_source,
-        **({"precision": "fp16", "test": {}, "test_measured_by": None} if item.half else {}),
-        "session_rss_mb": {str(k): v for k, v in item.memory_mb.items()},
+        "session_rss_mb": memory_mb,
         "latency": latency,
     }

@@ -76,7 +76,7 @@ def emulated_note(document: dict[str, Any]) -> str:
         return ""
     facts = env["device"]["emulated"]
     return (
-        f"Emulated: arm64 kernels under {facts['qemu']} (-cpu {facts['cpu']}). These latencies are 50-250x those of a "
+        f"Emulated: arm64 kernels under {facts['qemu']} (-cpu {facts['cpu']}). These latencies are 55-260x those of a "
         "real device and say nothing about one; they are not comparable with native numbers. What this run checks is agreement."
     )
 

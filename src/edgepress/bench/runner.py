@@ -98,6 +98,22 @@ def time_interleaved(calls: dict[str, list], rounds: int, warmup: int = 3) -> di
     return times
 
 
+def statistics(times_ms: list[float], rounds: int, sequences: int) -> dict[str, Any]:
+    """``summarize`` plus each round's median (the gate compares their median) and the throughput
+    of ``sequences`` processed by all the timed calls together."""
+    return {
+        **summarize(times_ms),
+        "round_p50_ms": [round(float(np.median(r)), 4) for r in np.array_split(np.asarray(times_ms), rounds)],
+        "sequences_per_s": round(sequences / (sum(times_ms) / 1000), 2),
+    }
+
+
+def memory_added(before: float | None) -> float | None:
+    """MB of resident memory gained since ``before`` (a ``rss_mb`` reading); None where unknown."""
+    after = rss_mb()
+    return round(after - before, 1) if before is not None and after is not None else None
+
+
 def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: int, warmup: int = 3) -> dict[str, dict]:
     """Per model: latency statistics of single calls over ``rounds`` passes of every example, the
     throughput in sequences per second, and the memory its session added when opened and warmed up."""
@@ -107,20 +123,11 @@ def measure(models: dict[str, str], examples: list[dict], threads: int, rounds: 
         session = open_session(path, threads)
         feeds = [feeds_for(session, e) for e in examples]
         session.run(None, feeds[0])
-        after = rss_mb()
-        memory[name] = round(after - before, 1) if before is not None and after is not None else None
+        memory[name] = memory_added(before)
         calls[name] = [lambda s=session, f=f: s.run(None, f) for f in feeds]
     times = time_interleaved(calls, rounds, warmup)
     sequences = sum(len(e["input_ids"]) for e in examples) * rounds
-    return {
-        name: {
-            **summarize(t),
-            "round_p50_ms": [round(float(np.median(r)), 4) for r in np.array_split(np.asarray(t), rounds)],
-            "sequences_per_s": round(sequences / (sum(t) / 1000), 2),
-            "session_rss_mb": memory[name],
-        }
-        for name, t in times.items()
-    }
+    return {name: {**statistics(t, rounds, sequences), "session_rss_mb": memory[name]} for name, t in times.items()}
 
 
 def first_outputs(models: dict[str, str], examples: list[dict]) -> dict[str, np.ndarray]:

@@ -30,6 +30,7 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
         from edgepress.bench.targets import EMULATED_SETTINGS
 
         cfg = cfg.model_copy(update=EMULATED_SETTINGS)
+    _check_target(artifacts, cfg)
     measure_missing_accuracy(artifacts, data, cfg.max_seq_length)
     test = data.test.to_dict()
     rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}
@@ -48,6 +49,18 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
     document = bench_document(measured, settings, len(rows["text"]), device)
     write_reports(document, folder)
     return document
+
+
+def _check_target(artifacts: list[Artifact], cfg: "BenchSection") -> None:
+    """Fail on a target that cannot run here before any model is loaded or evaluated."""
+    if cfg.target == "cuda":
+        from edgepress.bench.measure import check_cuda
+
+        check_cuda(artifacts, cfg)
+    elif cfg.target == "arm64-emulated":
+        from edgepress.bench.emulator import Emulator
+
+        Emulator.open(cfg.emulator_root)
 
 
 def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_length: int) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
-from edgepress.bench.measure import encoded_cases, parameters_of, thread_counts
+from edgepress.bench.measure import artifact_row, encoded_cases, thread_counts
 from edgepress.errors import StageError, TargetError
 from edgepress.sections import BenchSection
 
@@ -90,8 +90,8 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
             local = Path(scratch)
             cases = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)
             target.put([Path(runner.__file__)] + [_npz(local, i, inputs) for i, inputs in enumerate(cases.values())], remote + "/")
-            names = {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
-            for artifact in onnx:  # models may share a file name, so each gets a unique one
+            names = _unique_names(onnx)
+            for artifact in onnx:
                 target.put([artifact.path], f"{remote}/{names[artifact.name]}")
             results = [_run_case(target, remote, local, i, names, cfg) for i in range(len(cases))]
             device_outputs = _load_outputs(local / "outputs.npz")
@@ -102,7 +102,7 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     return measured, results[0]["environment"]
 
 
-# emulation is 50-250x slower than native: batch 1 on one thread, one round after one warm-up call
+# emulation is 55-260x slower than native (../shared/notes/arm64-emulation.md): batch 1 on one thread, one round after one warm-up call
 EMULATED_SETTINGS = {"threads": [1], "batch_sizes": [], "rounds": 1, "warmup": 1}
 
 
@@ -113,10 +113,10 @@ def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
 
     from edgepress.bench.emulator import Emulator
 
-    emulator = Emulator.open(Path(cfg.emulator_root) if cfg.emulator_root else None)
+    emulator = Emulator.open(cfg.emulator_root)
     onnx = _onnx_only(artifacts, "the arm64-emulated target")
     examples = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)["batch 1"]
-    names = {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
+    names = _unique_names(onnx)
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch)
         script = Path(shutil.copy(runner.__file__, local / "runner.py"))  # alone: nothing of edgepress beside it
@@ -177,6 +177,11 @@ def _onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
     return onnx
 
 
+def _unique_names(onnx: list[Artifact]) -> dict[str, str]:
+    """Artifact name -> a file name for the runner; models may share a file name (model.onnx)."""
+    return {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
+
+
 def _npz(folder: Path, index: int, inputs: list[dict[str, np.ndarray]]) -> Path:
     path = folder / f"case{index}.npz"
     np.savez(path, **{f"{key}.{i}": value for i, example in enumerate(inputs) for key, value in example.items()})
@@ -189,7 +194,7 @@ def _run_case(target: SshTarget, remote: str, local: Path, index: int, names: di
     out = f"{remote}/case{index}.json"
     outputs = f" --outputs {remote}/outputs.npz" if index == 0 else ""  # batch 1: the agreement check
     target.run(
-        f"{shlex.quote(cfg.remote_python)} {remote}/runner.py --inputs {remote}/case{index}.npz {models} "
+        f"{shlex.quote(target.python)} {remote}/runner.py --inputs {remote}/case{index}.npz {models} "
         f"--threads {threads} --rounds {cfg.rounds} --warmup {cfg.warmup} --json {out}{outputs}"
     )
     target.get(out, local / f"case{index}.json")
@@ -206,9 +211,5 @@ def _rows(onnx: list[Artifact], cases: list[str], results: list[dict], names: di
         for case, result in zip(cases, results):
             for threads, per_model in result["threads"].items():
                 latency.setdefault(threads, {})[case] = per_model[file]
-        rows.append({
-            "name": artifact.name, "kind": "onnx", "path": str(artifact.path), "bytes": artifact.bytes(),
-            "parameters": parameters_of(artifact), "test": artifact.test, "test_measured_by": artifact.test_source,
-            "session_rss_mb": {t: latency[t]["batch 1"].get("session_rss_mb") for t in latency}, "latency": latency,
-        })  # fmt: skip
+        rows.append(artifact_row(artifact, latency, {t: latency[t]["batch 1"].get("session_rss_mb") for t in latency}))
     return rows
