@@ -8,6 +8,8 @@ initialized at random, where the teacher reaches the student only through the lo
 
     python benchmarks/distill_vs_hard_labels.py                      # fine-tunes the teacher first
     python benchmarks/distill_vs_hard_labels.py --teacher runs/bbc-news/01-finetune
+    python benchmarks/distill_vs_hard_labels.py --recipe recipes/sst2.yaml \
+        --teacher-set data.max_train_samples=null --teacher-set finetune.epochs=1   # a teacher that saw more
 
 Prints a table and writes benchmarks/results/distill_vs_hard_labels.json.
 """
@@ -85,8 +87,9 @@ def variant_recipe(base: dict, overrides: list[str], updates: dict) -> Recipe:
 
 
 def fine_tune_teacher(base: dict, args: argparse.Namespace) -> Path:
-    recipe = variant_recipe(base, ["stages=[finetune]", *args.set], {"name": "bench-teacher", "output_dir": args.output_dir})
-    (outcome,) = run_recipe(recipe)
+    overrides = ["stages=[finetune]", *args.set, *args.teacher_set]
+    recipe = variant_recipe(base, overrides, {"name": args.teacher_name, "output_dir": args.output_dir})
+    (outcome,) = run_recipe(recipe)  # reused when a run folder holds the same teacher already
     return outcome.folder
 
 
@@ -115,6 +118,7 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
         "recipe": str(args.recipe),
         "recipe_distill_section": base.get("distill"),
         "overrides": args.set,
+        "teacher_overrides": args.teacher_set,
         "augment": args.augment,
         "soft_weight": args.soft_weight,
         "only": args.only,
@@ -140,6 +144,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soft-weight", type=float, default=0.5, help="KD variants: soft-label weight (hard = 1 - this)")
     parser.add_argument("--augment", type=int, default=0, help="also compare KD with N augmented copies per text (TinyBERT)")
     parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. distill.epochs=1")
+    parser.add_argument(
+        "--teacher-set", action="append", default=[],
+        help="override for the teacher's fine-tuning only, e.g. data.max_train_samples=null (all training texts)",
+    )
+    parser.add_argument("--teacher-name", default="bench-teacher", help="run folder of the fine-tuned teacher")
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "distill_vs_hard_labels.json")
     return parser.parse_args()

@@ -18,7 +18,10 @@ def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert,
     recipe["distill"] = {"learning_rate": 2e-3, "epochs": 2, "max_seq_length": 24, "warmup_ratio": 0.1, "student": {"num_layers": 1}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "result.json"
-    args = ["--recipe", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "runs"), "--json", str(out)]
+    args = [
+        "--recipe", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "runs"), "--json", str(out),
+        "--teacher-set", "finetune.epochs=5", "--teacher-name", "teacher",
+    ]  # fmt: skip
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_vs_hard_labels.py"), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -28,6 +31,8 @@ def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert,
     assert len({r["steps"] for r in result["rows"]}) == 1  # the same budget for every variant
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
     assert "teacher-init, KD" in done.stdout and result["machine"]["packages"]["torch"]
+    teacher = json.loads((tmp_path / "runs" / "teacher" / "01-finetune" / "edgepress.json").read_text())
+    assert teacher["config"]["finetune"]["epochs"] == 5 and result["teacher_overrides"] == ["finetune.epochs=5"]
 
 
 def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classifier, tiny_csv):

@@ -10,7 +10,7 @@ from edgepress.compress import distill, losses, teacher_cache
 from edgepress.compress.augment import augment_texts
 from edgepress.compress.students import build_student, check_compatible, evenly_spaced, layer_map
 from edgepress.compress.teacher_cache import CacheRequest, run_teacher
-from edgepress.errors import RecipeError
+from edgepress.errors import ModelError, RecipeError
 from edgepress.models import load_classifier
 from edgepress.pipeline import run_recipe
 from edgepress.recipe import validate_recipe
@@ -209,7 +209,7 @@ def test_augmented_transfer_set_is_labelled_by_the_teacher(tiny_bert, tiny_csv, 
 
 def test_distill_without_a_trained_teacher_says_to_finetune_first(tiny_bert, tiny_csv, tmp_path):
     recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv).model_copy(update={"stages": ["distill"]})
-    with pytest.raises(Exception, match="run finetune first"):
+    with pytest.raises(ModelError, match="run finetune first"):
         run_recipe(recipe)
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from edgepress.cli import app
 from edgepress.compress import importance, surgery
 from edgepress.compress.prune_plan import Baseline, plan_budget, plan_fractions
-from edgepress.errors import RecipeError
+from edgepress.errors import RecipeError, StageError
 from edgepress.export.runtime import feeds, open_session
 from edgepress.pipeline import run_recipe
 from edgepress.recipe import validate_recipe
@@ -215,7 +215,7 @@ def test_an_unreachable_budget_says_how_to_fix_it():
     cfg = PruneSection(budget={"metric": "flops", "keep": 0.01}, steps=1)
     scores = importance.gradient_scores(model, random_batches(n=1))
     cost = surgery.encoder_cost(model, "flops", 24)
-    with pytest.raises(Exception, match="cannot be met.*raise keep"):
+    with pytest.raises(StageError, match="cannot be met.*raise keep"):
         plan_budget(scores, surgery.layers(model), cfg, cost, 0.01 * cost, 24)
 
 
