@@ -36,10 +36,11 @@ INTERMEDIATE = ["distill.loss.hidden_weight=1.0", "distill.loss.attention_weight
 
 
 def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
-    """The pairs of students that differ only in the loss. With ``--augment N``, one more pair at
-    the same number of steps: KD on the training texts and N augmented copies of each, which only
-    the teacher can label, against hard labels on the training texts alone for (1 + N) times the
-    epochs."""
+    """The pairs of students that differ only in the loss. With ``--augment N``, three more students
+    at the same number of steps: KD on the training texts and N augmented copies of each, labelled
+    by the teacher; hard labels on the training texts alone for (1 + N) times the epochs; and hard
+    labels on the same augmented texts, each copy labelled as the text it was made from (what
+    augmentation gives without a teacher)."""
     kd = [f"distill.loss.hard_weight={1 - args.soft_weight:g}", f"distill.loss.soft_weight={args.soft_weight:g}"]
     found = {
         "teacher-init, KD": [*kd, "distill.student.from_teacher=true"],
@@ -53,6 +54,10 @@ def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
         epochs = variant_recipe(base, args.set, {}).distill.epochs
         found[f"teacher-init, KD + augmentation x{args.augment}"] = [*kd, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}"]
         found["teacher-init, hard only, same steps"] = [*HARD, "distill.student.from_teacher=true", f"distill.epochs={epochs * (1 + args.augment)}"]
+        # the control: the same augmented texts and steps, each copy with its source's label, no teacher
+        found[f"teacher-init, hard only + augmentation x{args.augment}, source labels"] = [
+            *HARD, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}", "distill.augment.labels=source",
+        ]  # fmt: skip
     return found
 
 

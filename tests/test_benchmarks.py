@@ -20,15 +20,20 @@ def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert,
     out = tmp_path / "result.json"
     args = [
         "--recipe", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "runs"), "--json", str(out),
-        "--teacher-set", "finetune.epochs=5", "--teacher-name", "teacher",
+        "--teacher-set", "finetune.epochs=5", "--teacher-name", "teacher", "--augment", "1",
     ]  # fmt: skip
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_vs_hard_labels.py"), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert [r["variant"] for r in result["rows"]] == [
         "teacher-init, KD", "teacher-init, hard only", "random-init, KD", "random-init, hard only", "random-init, KD + hidden + attention",
+        "teacher-init, KD + augmentation x1", "teacher-init, hard only, same steps",
+        "teacher-init, hard only + augmentation x1, source labels",
     ]  # fmt: skip
-    assert len({r["steps"] for r in result["rows"]}) == 1  # the same budget for every variant
+    steps = [r["steps"] for r in result["rows"]]
+    assert len(set(steps[:5])) == 1  # the same budget for every loss
+    # the augmented comparison: equal up to one partial batch per epoch (4 epochs of hard labels)
+    assert max(steps[5:]) - min(steps[5:]) <= 4 and steps[5] > 1.8 * steps[0]
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
     assert "teacher-init, KD" in done.stdout and result["machine"]["packages"]["torch"]
     teacher = json.loads((tmp_path / "runs" / "teacher" / "01-finetune" / "edgepress.json").read_text())

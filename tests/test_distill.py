@@ -201,7 +201,18 @@ def test_finetune_then_distill_end_to_end_with_cached_teacher(tiny_bert, tiny_cs
     assert calls == [1] and len(teacher_forwards) == math.ceil(420 / 64)  # the cache served the re-run
 
 
-def test_augmented_transfer_set_is_labelled_by_the_teacher(tiny_bert, tiny_csv, tmp_path):
+def test_augmented_copies_are_labelled_by_the_teacher_or_by_their_source():
+    train = {"text": ["a good film", "a bad plot", "fine acting"], "label": [1, 0, 1]}
+    cfg = AugmentSection(factor=2, synonym=0)
+    rows = distill.transfer_set(train, cfg, seed=0)
+    assert len(rows["text"]) == 9 and rows["label"] == [1, 0, 1] + [-1] * 6
+    logits = torch.tensor([[0.0, 1.0]] * 3 + [[2.0, 0.0]] * 6)  # the teacher says class 0 for every copy
+    assert distill.teacher_labels(rows["label"], logits) == [1, 0, 1] + [0] * 6  # originals keep their gold label
+    source = distill.transfer_set(train, cfg.model_copy(update={"labels": "source"}), seed=0)
+    assert source["text"] == rows["text"] and source["label"] == [1, 0, 1] * 3
+
+
+def test_augmented_transfer_set_grows_by_the_factor(tiny_bert, tiny_csv, tmp_path):
     recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, epochs=1, augment={"factor": 1, "synonym": 0})
     _, outcome = run_recipe(recipe)
     assert outcome.manifest["metrics"]["student"]["transfer_set_size"] == 840

@@ -163,7 +163,7 @@ class DistillLossSection(Section):
 
 
 class AugmentSection(Section):
-    """TinyBERT-style transfer-set augmentation; the teacher labels the new examples."""
+    """TinyBERT-style transfer-set augmentation; the teacher labels the new examples (see ``labels``)."""
 
     factor: int = Field(0, ge=0, description="Augmented copies per training example; 0 turns augmentation off.")
     deletion: float = Field(0.1, ge=0, le=1, description="Probability of deleting each word.")
@@ -171,6 +171,11 @@ class AugmentSection(Section):
     insertion: float = Field(0.1, ge=0, le=1, description="Probability of inserting a corpus word after each word.")
     synonym: float = Field(
         0.1, ge=0, le=1, description="Probability of replacing a word by a WordNet synonym (needs Debian's wordnet-base)."
+    )
+    labels: Literal["teacher", "source"] = Field(
+        "teacher",
+        description="Hard label of a copy: the teacher's prediction (TinyBERT), or the label of the text it was made "
+        "from (plain augmentation without a teacher, e.g. to measure what the teacher adds).",
     )
 
 

@@ -27,7 +27,7 @@ from edgepress.features import tokenize_split
 from edgepress.metrics import evaluate_torch, trainer_metrics
 from edgepress.models import encoder_parts, load_classifier, save_artifact
 from edgepress.runs import recorded_metrics
-from edgepress.sections import DistillLossSection
+from edgepress.sections import AugmentSection, DistillLossSection
 
 if TYPE_CHECKING:
     import datasets
@@ -133,9 +133,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     check_compatible(teacher, teacher_tokenizer, student, cfg.loss)
     teacher_depth = len(encoder_parts(teacher)[1])
     mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
-    rows = transfer_set(ctx)
+    rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed)
     outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
-    rows["label"] = [label if label >= 0 else int(outputs.logits[i].argmax()) for i, label in enumerate(rows["label"])]
+    rows["label"] = teacher_labels(rows["label"], outputs.logits)
     projections = projections_for(student.model, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
     del teacher
     with scratch_dir(ctx.out_dir) as work:
@@ -147,17 +147,23 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": _describe(student, mapping, len(rows["text"]))}
 
 
-def transfer_set(ctx: "StageContext") -> dict[str, list]:
-    """The training split plus augmented copies; copies get label -1 until the teacher labels them."""
-    train = ctx.data.train.to_dict()
+def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int) -> dict[str, list]:
+    """The training split plus ``cfg.factor`` augmented copies of each text. A copy's label is -1
+    (the teacher labels it, see ``teacher_labels``) or, with ``cfg.labels: source``, the label of the
+    text it was made from."""
     rows = {k: list(train[k]) for k in ("text", "text_pair", "label") if k in train}
-    if ctx.recipe.distill.augment.factor:
-        texts, origins = augment_texts(rows["text"], ctx.recipe.distill.augment, ctx.recipe.seed)
+    if cfg.factor:
+        texts, origins = augment_texts(rows["text"], cfg, seed)
         if "text_pair" in rows:
             rows["text_pair"] += [rows["text_pair"][i] for i in origins]
         rows["text"] += texts
-        rows["label"] += [-1] * len(texts)
+        rows["label"] += [rows["label"][i] for i in origins] if cfg.labels == "source" else [-1] * len(texts)
     return rows
+
+
+def teacher_labels(labels: list[int], teacher_logits: torch.Tensor) -> list[int]:
+    """The hard labels of the transfer set: the teacher's prediction where a row has none (-1)."""
+    return [label if label >= 0 else int(teacher_logits[i].argmax()) for i, label in enumerate(labels)]
 
 
 def transfer_dataset(rows: dict[str, list], tokenizer, max_length: int) -> "datasets.Dataset":
