@@ -212,6 +212,20 @@ def test_augmented_copies_are_labelled_by_the_teacher_or_by_their_source():
     assert source["text"] == rows["text"] and source["label"] == [1, 0, 1] * 3
 
 
+def test_hard_label_baseline_skips_the_teacher_pass(tiny_bert, tiny_csv, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(teacher_cache, "run_teacher", lambda *a, **k: calls.append(1) or run_teacher(*a, **k))
+    hard = {"hard_weight": 1.0, "soft_weight": 0.0}
+    plain = {"factor": 1, "synonym": 0, "labels": "source"}
+    recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, epochs=1, loss=hard, augment=plain)
+    _, outcome = run_recipe(recipe)
+    assert calls == [] and outcome.manifest["metrics"]["student"]["transfer_set_size"] == 840
+    section = recipe.distill
+    assert not distill.teacher_needed(section)
+    assert distill.teacher_needed(section.model_copy(update={"augment": section.augment.model_copy(update={"labels": "teacher"})}))
+    assert distill.teacher_needed(section.model_copy(update={"loss": section.loss.model_copy(update={"hidden_weight": 1.0})}))
+
+
 def test_augmented_transfer_set_grows_by_the_factor(tiny_bert, tiny_csv, tmp_path):
     recipe = distill_recipe(tmp_path, tiny_bert, tiny_csv, student={"num_layers": 1}, epochs=1, augment={"factor": 1, "synonym": 0})
     _, outcome = run_recipe(recipe)

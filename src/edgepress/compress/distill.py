@@ -27,7 +27,7 @@ from edgepress.features import tokenize_split
 from edgepress.metrics import evaluate_torch, trainer_metrics
 from edgepress.models import encoder_parts, load_classifier, save_artifact
 from edgepress.runs import recorded_metrics
-from edgepress.sections import AugmentSection, DistillLossSection
+from edgepress.sections import AugmentSection, DistillLossSection, DistillSection
 
 if TYPE_CHECKING:
     import datasets
@@ -134,8 +134,11 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     teacher_depth = len(encoder_parts(teacher)[1])
     mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
     rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed)
-    outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
-    rows["label"] = teacher_labels(rows["label"], outputs.logits)
+    if teacher_needed(cfg):
+        outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
+        rows["label"] = teacher_labels(rows["label"], outputs.logits)
+    else:  # hard labels only (a baseline): no loss reads the teacher, so skip its pass over the texts
+        outputs = TeacherOutputs(torch.zeros(len(rows["text"]), teacher.config.num_labels))
     projections = projections_for(student.model, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
     del teacher
     with scratch_dir(ctx.out_dir) as work:
@@ -159,6 +162,12 @@ def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int) -> dict
         rows["text"] += texts
         rows["label"] += [rows["label"][i] for i in origins] if cfg.labels == "source" else [-1] * len(texts)
     return rows
+
+
+def teacher_needed(cfg: DistillSection) -> bool:
+    """Whether a loss term or an augmented copy's label reads the teacher's outputs."""
+    labels_copies = cfg.augment.factor > 0 and cfg.augment.labels == "teacher"
+    return cfg.loss.soft_weight > 0 or cfg.loss.needs_intermediate or labels_copies
 
 
 def teacher_labels(labels: list[int], teacher_logits: torch.Tensor) -> list[int]:
