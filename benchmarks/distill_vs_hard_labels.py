@@ -2,14 +2,18 @@
 
 Each pair of students is built the same way and sees the same training data for the same number
 of steps with the same learning rate, schedule and seed; within a pair the only difference is the
-loss: hard labels + the teacher's soft labels (KD), or hard labels alone. Two pairs: students made
-of the teacher's layers 0, 2, 4 (copied, DistilBERT-style), and the same 3-layer architecture
-initialized at random, where the teacher reaches the student only through the loss.
+loss: hard labels + the teacher's soft labels (KD), or hard labels alone. Students are made of the
+teacher's layers 0, 2, 4 (copied, DistilBERT-style) or have the same 3-layer architecture
+initialized at random, where the teacher reaches the student only through the loss (alone, or
+with hidden-state and attention losses). ``--augment N`` adds a comparison on augmented texts and
+its no-teacher control (see ``variants``).
 
     python benchmarks/distill_vs_hard_labels.py                      # fine-tunes the teacher first
     python benchmarks/distill_vs_hard_labels.py --teacher runs/bbc-news/01-finetune
     python benchmarks/distill_vs_hard_labels.py --recipe recipes/sst2.yaml \
-        --teacher-set data.max_train_samples=null --teacher-set finetune.epochs=1   # a teacher that saw more
+        --teacher-set data.max_train_samples=null --teacher-set finetune.epochs=1 --teacher-name bench-teacher-full \
+        --only teacher-init --augment 2 --set distill.epochs=2 --seeds 42 43 44 \
+        --json benchmarks/results/distill_vs_hard_labels_sst2_full_teacher.json   # the README's headline run
 
 Prints a table and writes benchmarks/results/distill_vs_hard_labels.json.
 """
@@ -32,6 +36,7 @@ from edgepress.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 HARD = ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"]
+TEACHER_INIT, RANDOM_INIT = "distill.student.from_teacher=true", "distill.student.from_teacher=false"
 INTERMEDIATE = ["distill.loss.hidden_weight=1.0", "distill.loss.attention_weight=1.0"]
 
 
@@ -43,20 +48,20 @@ def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
     augmentation gives without a teacher)."""
     kd = [f"distill.loss.hard_weight={1 - args.soft_weight:g}", f"distill.loss.soft_weight={args.soft_weight:g}"]
     found = {
-        "teacher-init, KD": [*kd, "distill.student.from_teacher=true"],
-        "teacher-init, hard only": [*HARD, "distill.student.from_teacher=true"],
-        "random-init, KD": [*kd, "distill.student.from_teacher=false"],
-        "random-init, hard only": [*HARD, "distill.student.from_teacher=false"],
+        "teacher-init, KD": [*kd, TEACHER_INIT],
+        "teacher-init, hard only": [*HARD, TEACHER_INIT],
+        "random-init, KD": [*kd, RANDOM_INIT],
+        "random-init, hard only": [*HARD, RANDOM_INIT],
         # TinyBERT's finding: a student that starts from nothing learns most from the teacher's insides
-        "random-init, KD + hidden + attention": [*kd, *INTERMEDIATE, "distill.student.from_teacher=false"],
+        "random-init, KD + hidden + attention": [*kd, *INTERMEDIATE, RANDOM_INIT],
     }
     if args.augment:
         epochs = variant_recipe(base, args.set, {}).distill.epochs
-        found[f"teacher-init, KD + augmentation x{args.augment}"] = [*kd, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}"]
-        found["teacher-init, hard only, same steps"] = [*HARD, "distill.student.from_teacher=true", f"distill.epochs={epochs * (1 + args.augment)}"]
+        found[f"teacher-init, KD + augmentation x{args.augment}"] = [*kd, TEACHER_INIT, f"distill.augment.factor={args.augment}"]
+        found["teacher-init, hard only, same steps"] = [*HARD, TEACHER_INIT, f"distill.epochs={epochs * (1 + args.augment)}"]
         # the control: the same augmented texts and steps, each copy with its source's label, no teacher
         found[f"teacher-init, hard only + augmentation x{args.augment}, source labels"] = [
-            *HARD, "distill.student.from_teacher=true", f"distill.augment.factor={args.augment}", "distill.augment.labels=source",
+            *HARD, TEACHER_INIT, f"distill.augment.factor={args.augment}", "distill.augment.labels=source",
         ]  # fmt: skip
     return found
 
