@@ -6,12 +6,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import assert_schema_valid
-from edgepress.bench.gate import compare, junit
+from edgepress.bench.gate import Limits, compare, junit
 from edgepress.bench.report import SCHEMA
 from edgepress.cli import app
 
 runner = CliRunner()
-BENCH = ["--examples", "16", "--rounds", "2", "--threads", "1", "--batch-size", "8", "--max-seq-length", "24"]
+BENCH = ["--examples", "16", "--rounds", "4", "--threads", "1", "--batch-size", "8", "--max-seq-length", "24"]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def test_every_artifact_is_measured_with_sane_statistics(benched):
     assert names == ["01-finetune torch", "02-export/model.onnx", "02-export/model_optimized.onnx"]
     for artifact in document["artifacts"]:
         one = artifact["latency"]["1"]["batch 1"]
-        assert one["runs"] == 16 * 2 and len(one["round_p50_ms"]) == 2
+        assert one["runs"] == 16 * 4 and len(one["round_p50_ms"]) == 4
         assert 0 < one["p50_ms"] <= one["p90_ms"] <= one["p99_ms"]
-        assert artifact["latency"]["1"]["batch 8 x 24"]["runs"] == 2 * 2
+        assert artifact["latency"]["1"]["batch 8 x 24"]["runs"] == 2 * 4
         assert artifact["test"]["accuracy"] >= 0.95 and artifact["parameters"] > 10_000
     first = document["artifacts"][0]
     assert first["speedup"]["1"]["batch 1"] == 1.0 and first["size_ratio"] == 1.0
@@ -99,6 +99,18 @@ def test_pareto_front_keeps_only_undominated_points():
 
 # --------------------------------------------------------------------------- the gate
 
+STEADY = [1.0, 1.02, 0.98, 1.01]  # per-round medians relative to the first: a quiet machine
+
+
+def _steady(document: dict) -> dict:
+    """The document with fixed round medians (the measured ones scatter, which these tests must not depend on)."""
+    steady = copy.deepcopy(document)
+    for artifact in steady["artifacts"]:
+        for cases in artifact["latency"].values():
+            for stats in cases.values():
+                stats["round_p50_ms"] = [stats["p50_ms"] * f for f in STEADY]
+    return steady
+
 
 def _scaled(document: dict, factor: float, only: str | None = None) -> dict:
     changed = copy.deepcopy(document)
@@ -119,41 +131,130 @@ def _gate(tmp_path: Path, baseline: dict, current: dict, *extra: str):
     return runner.invoke(app, args)
 
 
+def _limits(**kwargs) -> Limits:
+    return Limits(**{"latency": 0.1, "accuracy_points": 0.5, **kwargs})
+
+
 def test_gate_passes_within_noise_and_fails_a_slower_model(benched, tmp_path):
-    document, _, _ = benched
+    document = _steady(benched[0])
     assert _gate(tmp_path, document, _scaled(document, 1.05), "--max-latency-regression", "10%").exit_code == 0
     result = _gate(tmp_path, document, _scaled(document, 1.2, only="02-export/model.onnx"), "--junit", str(tmp_path / "j.xml"))
     assert result.exit_code == 1
     assert "regressed: 02-export/model.onnx: latency 1T batch 1" in result.output and "+20.0%; limit +10%" in result.output
+    assert "rank test p=0.014" in result.output  # 4 rounds against 4, all slower: 1 / C(8, 4)
     xml = (tmp_path / "j.xml").read_text()
     assert 'failures="2"' in xml and xml.count("<failure") == 2  # batch 1 and batch 8
 
 
-def test_gate_fails_an_accuracy_drop_and_a_missing_artifact(benched, tmp_path):
-    document, _, _ = benched
+def test_a_slow_median_inside_the_rounds_noise_is_not_a_regression(benched):
+    document = _steady(benched[0])
+    scattered = copy.deepcopy(document)
+    for artifact in scattered["artifacts"]:
+        for cases in artifact["latency"].values():
+            for stats in cases.values():  # median +15%, but two rounds faster than the baseline's slowest
+                stats["round_p50_ms"] = [stats["p50_ms"] * f for f in (0.97, 1.3, 1.0, 1.4)]
+    result = compare(document, scattered, _limits())
+    latency = [c for c in result.checks if c.what.startswith("latency")]
+    assert latency and all(c.change > 0.1 and c.p_value > 0.05 and c.status == "ok" for c in latency)
+    # the same +15% with every round slower is a regression
+    assert all(c.status == "regressed" for c in compare(document, _scaled(document, 1.15), _limits()).checks if c.what.startswith("latency"))
+
+
+def test_a_benchmark_that_shares_no_case_with_the_baseline_fails_the_gate(benched, tmp_path):
+    """The issue's example: baseline at 1 and 2 threads with batch 8 x 128, current at 1 and 16 threads on a
+    16-core machine with batch 8 x 64 and a model 3x slower. Nothing can be compared, which must not pass."""
+    baseline = _steady(benched[0])
+    current = _scaled(baseline, 3.0)
+    for document, threads, length, cores in ((baseline, ["1", "2"], 128, 2), (current, ["1", "16"], 64, 16)):
+        document["environment"]["cores"] = cores
+        document["settings"].update(threads=[int(t) for t in threads], max_seq_length=length, cases=["batch 1", f"batch 8 x {length}"])
+        for artifact in document["artifacts"]:
+            one = artifact["latency"]["1"]
+            cases = {"batch 1": one["batch 1"], f"batch 8 x {length}": one["batch 8 x 24"]}
+            artifact["latency"] = {t: copy.deepcopy(cases) for t in threads}
+    result = _gate(tmp_path, baseline, current)
+    assert result.exit_code == 1 and "gate passed" not in result.output
+    assert "not compared: 02-export/model.onnx: latency 2T batch 1: not comparable: thread count 2 not in the current benchmark" in result.output
+    assert "sequence length: baseline max 128 tokens, current 64" in result.output
+    assert "baseline ran on 2 cores and the current benchmark on 16" in result.output
+    allowed = _gate(tmp_path, baseline, current, "--allow-missing")
+    assert allowed.exit_code == 1 and "no latency check could be compared" in allowed.output
+
+
+def test_another_core_count_is_compared_on_the_thread_counts_both_have(benched, tmp_path):
+    baseline = _steady(benched[0])
+    current = copy.deepcopy(baseline)
+    current["environment"]["cores"] = 16
+    for artifact in current["artifacts"]:
+        artifact["latency"]["16"] = artifact["latency"].pop("1")
+    baseline["settings"]["threads"], current["settings"]["threads"] = [1, 2], [1, 16]
+    for artifact in baseline["artifacts"]:
+        artifact["latency"]["2"] = copy.deepcopy(artifact["latency"]["1"])
+    for artifact in current["artifacts"]:
+        artifact["latency"]["1"] = copy.deepcopy(artifact["latency"]["16"])
+    result = compare(baseline, current, _limits(), reference="01-finetune torch")
+    statuses = {c.what: c.status for c in result.checks if c.artifact == "02-export/model.onnx"}
+    assert statuses["latency 1T batch 1"] == "ok" and statuses["latency 2T batch 1"] == "not comparable"
+    assert result.notes[0].endswith("latency is compared on the thread counts both have (1)")
+    assert _gate(tmp_path, baseline, current, "--reference", "01-finetune torch").exit_code == 1
+    passed = _gate(tmp_path, baseline, current, "--reference", "01-finetune torch", "--allow-missing")
+    assert passed.exit_code == 0 and "not comparable (allowed)" in passed.output
+
+
+def test_a_case_the_reference_lacks_is_not_comparable_never_nan(benched):
+    baseline = _steady(benched[0])
+    current = _scaled(baseline, 3.0, only="02-export/model.onnx")
+    del current["artifacts"][0]["latency"]["1"]["batch 8 x 24"]  # the reference lost a case
+    result = compare(baseline, current, _limits(), reference="01-finetune torch")
+    check = next(c for c in result.checks if c.artifact == "02-export/model.onnx" and c.what == "latency 1T batch 8 x 24")
+    assert check.status == "not comparable" and check.failed and check.change is None
+    assert "reference '01-finetune torch' has no 1T batch 8 x 24 in the current benchmark" in check.note
+    assert all(c.change == c.change for c in result.checks if c.change is not None)  # no nan anywhere
+
+
+def test_too_few_rounds_cannot_be_compared(benched):
+    baseline = _steady(benched[0])
+    current = copy.deepcopy(baseline)
+    for artifact in current["artifacts"]:
+        for cases in artifact["latency"].values():
+            for stats in cases.values():
+                stats["round_p50_ms"] = stats["round_p50_ms"][:3]
+    checks = [c for c in compare(baseline, current, _limits()).checks if c.what.startswith("latency ")]
+    assert checks and all(c.status == "not comparable" and "--rounds 4 or more" in c.note for c in checks)
+
+
+def test_gate_fails_an_accuracy_drop_a_missing_artifact_and_an_unmeasured_accuracy(benched, tmp_path):
+    document = _steady(benched[0])
     current = copy.deepcopy(document)
     current["artifacts"][1]["test"]["accuracy"] -= 0.01
+    current["artifacts"][0]["test"] = {}  # bench did not measure it
     del current["artifacts"][2]
-    checks, _ = compare(document, current, 0.1, 0.5)
-    failed = {(c.artifact, c.what) for c in checks if c.failed}
-    assert failed == {("02-export/model.onnx", "accuracy"), ("02-export/model_optimized.onnx", "present")}
+    result = compare(document, current, _limits())
+    failed = {(c.artifact, c.what, c.status) for c in result.failed}
+    assert failed == {
+        ("02-export/model.onnx", "accuracy", "regressed"),
+        ("02-export/model_optimized.onnx", "present", "not comparable"),
+        ("01-finetune torch", "accuracy", "not comparable"),
+    }
+    assert {(c.artifact, c.what) for c in compare(document, current, _limits(allow_missing=True)).failed} == {("02-export/model.onnx", "accuracy")}
 
 
 def test_another_machine_is_compared_through_a_reference_artifact(benched, tmp_path):
-    document, _, _ = benched
+    document = _steady(benched[0])
     slower_machine = _scaled(document, 2.0)  # everything twice as slow: no artifact regressed
     slower_machine["environment"]["cpu"] = "another CPU"
-    checks, reference = compare(document, slower_machine, 0.1, 0.5)
-    assert reference == "01-finetune torch" and not any(c.failed for c in checks)
-    assert all(c.note == "relative to 01-finetune torch" for c in checks if c.what.startswith("latency"))
+    result = compare(document, slower_machine, _limits())
+    assert result.reference == "01-finetune torch" and not result.failed
+    assert all(c.note == "relative to 01-finetune torch" for c in result.checks if c.what.startswith("latency"))
+    assert "different machines" in result.notes[-1]
     # on the same machine the same data is a 100% regression
-    assert any(c.failed for c in compare(document, _scaled(document, 2.0), 0.1, 0.5)[0])
+    assert compare(document, _scaled(document, 2.0), _limits()).failed
 
 
 def test_junit_escapes_names():
     from edgepress.bench.gate import Check
 
-    xml = junit([Check('<script>"x"</script>', "accuracy", 0.9, 0.8, -10.0, 0.5, True)])
+    xml = junit([Check('<script>"x"</script>', "accuracy", 0.9, 0.8, -10.0, 0.5, "regressed")])
     assert "<script>" not in xml and "&lt;script&gt;" in xml
 
 
@@ -161,8 +262,9 @@ def test_gate_input_errors_are_one_line(tmp_path, benched):
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     result = runner.invoke(app, ["gate", "--baseline", str(tmp_path / "bad.json"), "--current", str(tmp_path / "bad.json")])
     assert result.exit_code == 2 and "expected 'edgepress.bench/1'" in result.output and "Traceback" not in result.output
-    result = _gate(tmp_path, benched[0], benched[0], "--max-latency-regression", "ten")
-    assert result.exit_code == 2 and "not a percentage" in result.output
+    for bad in (["--max-latency-regression", "ten"], ["--max-latency-regression", "nan"], ["--significance", "1.5"]):
+        result = _gate(tmp_path, benched[0], benched[0], *bad)
+        assert result.exit_code == 2 and ("not a percentage" in result.output or "between 0 and 1" in result.output)
 
 
 def test_bench_needs_something_to_measure(tmp_path):
@@ -170,6 +272,18 @@ def test_bench_needs_something_to_measure(tmp_path):
     assert result.exit_code == 2 and "nothing to measure" in result.output
     result = runner.invoke(app, ["bench", "--model", f"x={tmp_path / 'missing.onnx'}"])
     assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_bench_refuses_to_score_a_model_trained_for_other_labels(tmp_path, tiny_classifier, tiny_csv):
+    """Labels renamed in the data: the model's ids no longer mean the data's labels, so its accuracy would be wrong."""
+    rows = [line.replace(",sports", ",athletics") for line in tiny_csv.read_text().splitlines()]
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("\n".join(rows) + "\n")
+    args = ["bench", "--model", f"m={tiny_classifier}", "--data", str(renamed), "--output", str(tmp_path / "o"), *BENCH]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "labels" in result.output and "(politics, sports, tech)" in result.output and "(athletics, politics, tech)" in result.output
+    assert not (tmp_path / "o" / "bench.json").exists()
 
 
 def test_bench_stage_ends_a_recipe_with_its_reports(tmp_path, tiny_classifier, tiny_csv):

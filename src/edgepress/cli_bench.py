@@ -61,33 +61,52 @@ def gate(
     current: Path = typer.Option(..., help="bench.json of the change under test."),
     max_latency_regression: str = typer.Option("10%", help="Largest allowed p50 slow-down, e.g. 10%."),
     max_accuracy_drop: float = typer.Option(0.5, help="Largest allowed test-accuracy drop, in points."),
+    significance: float = typer.Option(0.05, help="Level of the rank test a slow-down must also pass to count."),
     reference: Optional[str] = typer.Option(None, help="Artifact to normalize by (default: only across machines)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Pass although some baseline checks could not be compared."),
     junit: Optional[Path] = typer.Option(None, help="Also write the checks as JUnit XML here."),
 ) -> None:
-    """Exit 1 when the current benchmark is slower or less accurate than the baseline allows."""
+    """Exit 1 when the current benchmark is slower or less accurate than the baseline allows, or
+    when a check of the baseline cannot be compared (unless --allow-missing)."""
+    from edgepress.bench.gate import Limits, compare, describe, junit as junit_xml, load_bench, parse_fraction
+
+    if not 0 < significance < 1:
+        from edgepress.bench.gate import GateInputError
+
+        raise GateInputError(f"--significance {significance} must lie between 0 and 1, e.g. 0.05")
+    limits = Limits(parse_fraction(max_latency_regression), max_accuracy_drop, significance, allow_missing)
+    result = compare(load_bench(baseline), load_bench(current), limits, reference)
+    _print_gate(result)
+    if junit:
+        junit.write_text(junit_xml(result.checks), encoding="utf-8")
+    for c in result.failed:
+        typer.echo(f"{'regressed' if c.status == 'regressed' else 'not compared'}: {describe(c)}", err=True)
+    if result.failed:
+        if any(c.status != "regressed" for c in result.failed):
+            typer.echo("checks that could not be compared fail the gate; bench both sides alike, or pass --allow-missing", err=True)
+        raise typer.Exit(1)
+    skipped = sum(c.status == "not comparable" for c in result.checks)
+    typer.echo(f"gate passed: {len(result.checks) - skipped} checks compared" + (f", {skipped} not comparable (allowed)" if skipped else ""))
+
+
+def _print_gate(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgepress.bench.gate import compare, describe, junit as junit_xml, load_bench, parse_fraction
-
-    checks, used = compare(load_bench(baseline), load_bench(current), parse_fraction(max_latency_regression), max_accuracy_drop, reference)
-    table = Table(title="edgepress gate" + (f" (latency relative to {used})" if used else ""))
-    for column in ("artifact", "check", "baseline", "current", "change", "result"):
+    console = Console(highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    table = Table(title="edgepress gate" + (f" (latency relative to {result.reference})" if result.reference else ""))
+    for column in ("artifact", "check", "baseline", "current", "change", "p", "result"):
         table.add_column(column, overflow="fold")
-    for c in checks:
+    for c in result.checks:
         pct = c.what.startswith("latency")
         change = "-" if c.change is None else (f"{100 * c.change:+.1f}%" if pct else f"{c.change:+.2f} pt")
         fmt = (lambda v: "-" if v is None else f"{v:.4g}") if pct else (lambda v: "-" if v is None else f"{100 * v:.2f}%")
-        table.add_row(c.artifact, c.what, fmt(c.baseline), fmt(c.current), change, "FAIL" if c.failed else "ok")
-    Console(highlight=False).print(table)
-    if junit:
-        junit.write_text(junit_xml(checks), encoding="utf-8")
-    failed = [c for c in checks if c.failed]
-    if failed:
-        for c in failed:
-            typer.echo(f"regressed: {describe(c)}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"gate passed: {len(checks)} checks")
+        p = "-" if c.p_value is None else f"{c.p_value:.3f}"
+        verdict = {"ok": "ok", "regressed": "FAIL"}.get(c.status, f"{'allowed' if c.allowed else 'FAIL'}: not comparable ({c.note})")
+        table.add_row(c.artifact, c.what, fmt(c.baseline), fmt(c.current), change, p, verdict)
+    console.print(table)
 
 
 @reported

@@ -68,7 +68,7 @@ def load_data(cfg: DataSection) -> SplitData:
     """Read the configured source, check it, split it, and return the prepared splits."""
     raw = read_splits(cfg)
     frames = {name: _normalize(split, cfg) for name, split in raw.items()}
-    labels = _label_names(frames["train"], raw["train"].origin)
+    labels = _label_names(frames["train"], raw["train"])
     for name in ("validation", "test"):
         if name in frames:
             _check_labels_seen(frames[name], labels, raw[name].origin)
@@ -166,7 +166,8 @@ def _read_hub(cfg: DataSection) -> dict[str, RawSplit]:
             continue
         frame = _hub_frame(dsd[name], cfg.label_column)
         if frame is not None:
-            found[split] = RawSplit(frame, f"{cfg.source} (split {name})")
+            feature = dsd[name].features.get(cfg.label_column)
+            found[split] = RawSplit(frame, f"{cfg.source} (split {name})", list(getattr(feature, "names", None) or []) or None)
     if "train" not in found:
         raise DataError(f"dataset {cfg.source!r} has no labelled train split (splits: {', '.join(dsd)})")
     return found
@@ -225,10 +226,14 @@ def _label_text(value: object) -> str:
     return str(value).strip()
 
 
-def _label_names(train: pd.DataFrame, origin: str) -> list[str]:
+def _label_names(train: pd.DataFrame, raw: RawSplit) -> list[str]:
+    """Label ids: a ClassLabel's own order (so that a checkpoint trained on the dataset keeps its
+    head), else integer labels by value and other names alphabetically."""
     names = set(train["label"])
     if len(names) < 2:
-        raise DataError(f"{origin}: every training example has the label {next(iter(names))!r}; a classifier needs two or more")
+        raise DataError(f"{raw.origin}: every training example has the label {next(iter(names))!r}; a classifier needs two or more")
+    if raw.label_names:
+        return [_label_text(n) for n in raw.label_names]
     if all(_is_int(n) for n in names):
         return sorted(names, key=int)
     return sorted(names)

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ class RawSplit:
 
     frame: pd.DataFrame
     origin: str
+    label_names: Optional[list[str]] = None  # a Hub ClassLabel's names, in the dataset's id order
 
 
 def read_table(path: Path, fmt: str = "auto", header: bool = True) -> RawSplit:

@@ -175,6 +175,23 @@ def encoder_parts(model: "PreTrainedModel") -> tuple["nn.Module", list["nn.Modul
     )
 
 
+def check_folder_labels(folder: Path, labels: list[str], why: str) -> None:
+    """Refuse a model folder whose ``id2label`` is not the data's labels in the data's order: its
+    accuracy on this data would be a wrong number, not a low one."""
+    import json
+
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{folder} has no config.json, so its labels are unknown; give the folder the model was exported to")
+    id2label = json.loads(config_file.read_text(encoding="utf-8")).get("id2label") or {}
+    model_labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    if model_labels != labels:
+        raise ModelError(
+            f"the model's labels in {folder} ({', '.join(model_labels) or 'none'}) are not the data's ({', '.join(labels)}); "
+            f"{why}, so give the data the model was trained on (same label names, same order)"
+        )
+
+
 def _has_head_for(config, labels: list[str]) -> bool:
     """True when the source already classifies exactly these labels, so its trained head is kept."""
     archs = config.architectures or []

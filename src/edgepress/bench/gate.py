@@ -1,16 +1,25 @@
 """The CI gate: compare a benchmark against a baseline, fail on latency or accuracy regressions.
 
-Latency is compared as the median of the per-round medians (``round_p50_ms``), so that one noisy
-round does not decide. When the two files come from different machines (another CPU model or core
-count), absolute milliseconds mean nothing: each artifact's latency is divided by that of a
-reference artifact measured in the same run (``--reference``, by default the first artifact both
-files have), and those ratios are compared.
+Every check of the baseline (each artifact's latency at each thread count and batch case, and its
+test accuracy) ends in one of three states: ``ok``, ``regressed`` or ``not comparable`` (the
+current benchmark lacks the artifact, thread count or case, was timed on other texts or lengths,
+or has too few rounds to tell a slow-down from noise). "Not comparable" fails the gate unless the
+user allows it (``--allow-missing``): a gate that compared nothing never passes in silence.
+
+Latency is decided on the per-round medians (``round_p50_ms``) that ``bench`` records: the change
+is the ratio of the current to the baseline median of those, and a latency check regresses only
+when the change is over the limit *and* a one-sided Mann-Whitney rank test says the current rounds
+are slower than the baseline rounds (p below ``significance``), so that a run whose rounds scatter
+widely is not called a regression on one unlucky median. With a reference artifact (``--reference``,
+and by default when the two files come from different machines), each round's value is the
+artifact's median divided by the reference's median *in the same round* (bench interleaves them),
+so that drift of the machine between or within runs cancels out.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 from typing import Any, Optional
@@ -18,6 +27,11 @@ from xml.sax.saxutils import escape, quoteattr
 
 from edgepress.bench.report import SCHEMA
 from edgepress.errors import EdgepressError
+
+OK, REGRESSED, NOT_COMPARABLE = "ok", "regressed", "not comparable"
+# With n rounds on each side, the smallest one-sided rank-test p-value is 1 / C(2n, n): 0.05 for 3
+# rounds, 0.014 for 4. Fewer than 4 rounds can never show a regression at the 5% level.
+MIN_ROUNDS = 4
 
 
 class GateInputError(EdgepressError):
@@ -27,13 +41,30 @@ class GateInputError(EdgepressError):
 @dataclass
 class Check:
     artifact: str
-    what: str  # "latency 1T batch 1" or "accuracy"
-    baseline: Optional[float]
-    current: Optional[float]
-    change: Optional[float]  # relative for latency, points for accuracy
-    limit: float
-    failed: bool
+    what: str  # "latency 1T batch 1", "accuracy" or "present"
+    baseline: Optional[float] = None
+    current: Optional[float] = None
+    change: Optional[float] = None  # relative for latency, points for accuracy
+    limit: float = 0.0
+    status: str = OK
     note: str = ""
+    p_value: Optional[float] = None
+    allowed: bool = False  # not comparable, and the user allowed that
+
+    @property
+    def failed(self) -> bool:
+        return self.status == REGRESSED or (self.status == NOT_COMPARABLE and not self.allowed)
+
+
+@dataclass
+class GateResult:
+    checks: list[Check]
+    reference: Optional[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.failed]
 
 
 def load_bench(path: Path) -> dict[str, Any]:
@@ -41,8 +72,9 @@ def load_bench(path: Path) -> dict[str, Any]:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise GateInputError(f"{path} is not a readable bench.json ({type(exc).__name__}); pass the file `edgepress bench` wrote") from None
-    if document.get("schema") != SCHEMA:
-        raise GateInputError(f"{path} has schema {document.get('schema')!r}, expected {SCHEMA!r}; re-run edgepress bench to refresh it")
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        found = document.get("schema") if isinstance(document, dict) else None
+        raise GateInputError(f"{path} has schema {found!r}, expected {SCHEMA!r}; re-run edgepress bench to refresh it")
     if document["environment"].get("emulated"):
         raise GateInputError(f"{path} holds emulated latencies, which say nothing about a device; gate on a cpu, cuda or ssh benchmark")
     return document
@@ -51,9 +83,12 @@ def load_bench(path: Path) -> dict[str, Any]:
 def parse_fraction(text: str) -> float:
     """'10%' -> 0.10; a bare number is a fraction already ('0.1')."""
     try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise GateInputError(f"{text!r} is not a percentage; write e.g. 10% or 0.1") from None
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise GateInputError(f"{text!r} is not a percentage; write e.g. 10% or 0.1")
+    return value
 
 
 def same_machine(a: dict, b: dict) -> bool:
@@ -61,15 +96,16 @@ def same_machine(a: dict, b: dict) -> bool:
     return all(a["environment"].get(k) == b["environment"].get(k) for k in keys)
 
 
-def _p50(entry: dict, threads: str, case: str) -> Optional[float]:
-    stats = entry["latency"].get(threads, {}).get(case)
-    return None if stats is None else float(median(stats.get("round_p50_ms") or [stats["p50_ms"]]))
+@dataclass
+class Limits:
+    latency: float  # largest allowed relative slow-down
+    accuracy_points: float  # largest allowed accuracy drop in points
+    significance: float = 0.05  # the rank test's level
+    allow_missing: bool = False
 
 
-def compare(
-    baseline: dict, current: dict, max_latency: float, max_accuracy_drop: float, reference: Optional[str] = None
-) -> tuple[list[Check], Optional[str]]:
-    """Checks for every artifact of the baseline; the reference used for normalization, if any."""
+def compare(baseline: dict, current: dict, limits: Limits, reference: Optional[str] = None) -> GateResult:
+    """Every check of the baseline, compared or marked not comparable; the reference used, if any."""
     base = {a["name"]: a for a in baseline["artifacts"]}
     cur = {a["name"]: a for a in current["artifacts"]}
     common = [name for name in base if name in cur]
@@ -77,41 +113,134 @@ def compare(
         reference = common[0] if common else None
     if reference is not None and reference not in common:
         raise GateInputError(f"reference artifact {reference!r} is not in both files; artifacts in both: {', '.join(common) or 'none'}")
+    context = _Context(baseline, current, base.get(reference), cur.get(reference), reference)
     checks = []
     for name, entry in base.items():
         if name not in cur:
-            checks.append(Check(name, "present", None, None, None, 0, True, "missing from the current benchmark"))
+            checks.append(Check(name, "present", status=NOT_COMPARABLE, note="artifact missing from the current benchmark"))
             continue
-        checks += _latency_checks(name, entry, cur[name], base, cur, reference, max_latency)
-        checks.append(_accuracy_check(name, entry, cur[name], max_accuracy_drop))
-    return checks, reference
+        if name != reference:  # the reference against itself is 1.0 by construction
+            checks += [_latency_check(context, entry, cur[name], threads, case, limits) for threads, case in _cases(entry)]
+        checks += _accuracy_check(name, entry, cur[name], limits.accuracy_points)
+    for check in checks:
+        check.allowed = limits.allow_missing and check.status == NOT_COMPARABLE
+    latency = [c for c in checks if c.what.startswith("latency")]
+    if latency and all(c.status == NOT_COMPARABLE for c in latency):
+        # --allow-missing lets some cases go, never all of them: such a gate would compare nothing
+        note = "no latency check could be compared; bench the change with the baseline's settings (threads, batch sizes, lengths, texts)"
+        checks.append(Check("(all)", "latency", status=NOT_COMPARABLE, note=note))
+    return GateResult(checks, reference, _notes(baseline, current, reference))
 
 
-def _latency_checks(name, entry, now, base, cur, reference, limit) -> list[Check]:
-    checks = []
-    for threads, cases in entry["latency"].items():
-        for case in cases:
-            before, after = _p50(entry, threads, case), _p50(now, threads, case)
-            if after is None:
-                continue
-            note = ""
-            if reference is not None and name != reference:
-                before /= _p50(base[reference], threads, case) or float("nan")
-                after /= _p50(cur[reference], threads, case) or float("nan")
-                note = f"relative to {reference}"
-            elif reference is not None:
-                continue  # the reference against itself is 1.0 by construction
-            change = after / before - 1
-            checks.append(Check(name, f"latency {threads}T {case}", before, after, change, limit, change > limit, note))
-    return checks
+def _cases(entry: dict) -> list[tuple[str, str]]:
+    return [(threads, case) for threads, cases in entry["latency"].items() for case in cases]
 
 
-def _accuracy_check(name, entry, now, limit_points) -> Check:
+@dataclass
+class _Context:
+    baseline: dict
+    current: dict
+    base_ref: Optional[dict]
+    cur_ref: Optional[dict]
+    reference: Optional[str]
+
+
+def _latency_check(ctx: _Context, entry: dict, now: dict, threads: str, case: str, limits: Limits) -> Check:
+    check = Check(entry["name"], f"latency {threads}T {case}", limit=limits.latency)
+    reason = _why_not_comparable(ctx, now, threads, case)
+    before = after = None
+    if not reason:
+        before = _rounds(entry, threads, case, ctx.base_ref)
+        after = _rounds(now, threads, case, ctx.cur_ref)
+        reason = _rounds_problem(before, after)
+    if reason:
+        check.status, check.note = NOT_COMPARABLE, reason
+        return check
+    check.baseline, check.current = median(before), median(after)
+    check.change = check.current / check.baseline - 1
+    check.p_value = slower_p_value(before, after)
+    if check.change > limits.latency and check.p_value < limits.significance:
+        check.status = REGRESSED
+    check.note = f"relative to {ctx.reference}" if ctx.reference else ""
+    return check
+
+
+def _why_not_comparable(ctx: _Context, now: dict, threads: str, case: str) -> str:
+    """Why this (threads, case) of the baseline cannot be compared with the current file; '' if it can."""
+    b_set, c_set = ctx.baseline["settings"], ctx.current["settings"]
+    if threads not in now["latency"]:
+        b_cores, c_cores = ctx.baseline["environment"].get("cores"), ctx.current["environment"].get("cores")
+        more = f" (baseline on {b_cores} cores, current on {c_cores})" if b_cores != c_cores else ""
+        return f"thread count {threads} not in the current benchmark, which ran {_listed(c_set['threads'])}{more}"
+    if b_set.get("max_seq_length") != c_set.get("max_seq_length"):
+        return f"sequence length: baseline max {b_set.get('max_seq_length')} tokens, current {c_set.get('max_seq_length')}"
+    if case not in now["latency"][threads]:
+        return f"batch shape {case!r} not in the current benchmark, which has {_listed(c_set['cases'])}"
+    if ctx.baseline.get("examples") != ctx.current.get("examples"):
+        return f"timed texts: baseline {ctx.baseline.get('examples')}, current {ctx.current.get('examples')}"
+    for side, ref in (("baseline", ctx.base_ref), ("current", ctx.cur_ref)):
+        if ref is not None and case not in ref["latency"].get(threads, {}):
+            return f"reference {ctx.reference!r} has no {threads}T {case} in the {side} benchmark"
+    return ""
+
+
+def _rounds(entry: dict, threads: str, case: str, ref: Optional[dict]) -> list[float]:
+    """Per-round medians of the artifact, each divided by the reference's of the same round."""
+    values = [float(v) for v in entry["latency"][threads][case].get("round_p50_ms") or []]
+    if ref is None:
+        return values
+    ref_values = [float(v) for v in ref["latency"][threads][case].get("round_p50_ms") or []]
+    if len(ref_values) != len(values) or not all(v > 0 for v in ref_values):
+        return []
+    return [v / r for v, r in zip(values, ref_values)]
+
+
+def _rounds_problem(before: list[float], after: list[float]) -> str:
+    for side, values in (("baseline", before), ("current", after)):
+        if len(values) < MIN_ROUNDS:
+            return f"{len(values)} round(s) in the {side} benchmark cannot tell a slow-down from noise; bench with --rounds {MIN_ROUNDS} or more"
+        if not all(0 < v < float("inf") for v in values):
+            return f"the {side} benchmark has a zero or invalid round median; re-run edgepress bench"
+    return ""
+
+
+def slower_p_value(before: list[float], after: list[float]) -> float:
+    """One-sided Mann-Whitney U test that the ``after`` rounds are slower than the ``before`` ones
+    (exact for the small round counts bench uses)."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(after, before, alternative="greater", method="exact").pvalue)
+
+
+def _accuracy_check(name: str, entry: dict, now: dict, limit_points: float) -> list[Check]:
     before, after = entry["test"].get("accuracy"), now["test"].get("accuracy")
-    if before is None or after is None:
-        return Check(name, "accuracy", before, after, None, limit_points, False, "not measured")
-    drop = 100 * (before - after)
-    return Check(name, "accuracy", before, after, -drop, limit_points, drop > limit_points)
+    if before is None:
+        return []  # nothing to hold the current benchmark to
+    check = Check(name, "accuracy", before, after, limit=limit_points)
+    if after is None:
+        check.status, check.note = NOT_COMPARABLE, "accuracy not measured in the current benchmark"
+        return [check]
+    check.change = -100 * (before - after)
+    check.status = REGRESSED if -check.change > limit_points else OK
+    return [check]
+
+
+def _notes(baseline: dict, current: dict, reference: Optional[str]) -> list[str]:
+    notes = []
+    b_env, c_env = baseline["environment"], current["environment"]
+    if b_env.get("cores") != c_env.get("cores"):
+        both = sorted(set(baseline["settings"]["threads"]) & set(current["settings"]["threads"]))
+        notes.append(
+            f"the baseline ran on {b_env.get('cores')} cores and the current benchmark on {c_env.get('cores')}: "
+            f"latency is compared on the thread counts both have ({_listed(both) or 'none'})"
+        )
+    if reference and not same_machine(baseline, current):
+        notes.append(f"the files come from different machines: latency is compared relative to {reference}")
+    return notes
+
+
+def _listed(values: list) -> str:
+    return ", ".join(str(v) for v in values)
 
 
 def junit(checks: list[Check]) -> str:
@@ -121,18 +250,20 @@ def junit(checks: list[Check]) -> str:
         lines.append(f"  <testcase classname={quoteattr(c.artifact)} name={quoteattr(c.what)}>")
         if c.failed:
             lines.append(f"    <failure message={quoteattr(describe(c))}>{escape(describe(c))}</failure>")
+        elif c.status == NOT_COMPARABLE:
+            lines.append(f"    <skipped message={quoteattr(describe(c))}/>")
         lines.append("  </testcase>")
     lines.append("</testsuite>")
     return "\n".join(lines) + "\n"
 
 
 def describe(c: Check) -> str:
-    if c.change is None:
-        return f"{c.artifact}: {c.what}: {c.note}"
+    if c.status == NOT_COMPARABLE:
+        return f"{c.artifact}: {c.what}: not comparable: {c.note}"
     if c.what == "accuracy":
         return f"{c.artifact}: accuracy {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({c.change:+.2f} points; limit -{c.limit} points)"
     unit = "" if c.note else " ms"
     return (
         f"{c.artifact}: {c.what}: {c.baseline:.4g}{unit} -> {c.current:.4g}{unit} ({100 * c.change:+.1f}%; "
-        f"limit +{100 * c.limit:.0f}%){' ' + c.note if c.note else ''}"
+        f"limit +{100 * c.limit:.0f}%; rank test p={c.p_value:.3f}){' ' + c.note if c.note else ''}"
     )

@@ -66,9 +66,12 @@ def _check_target(artifacts: list[Artifact], cfg: "BenchSection") -> None:
 def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_length: int) -> None:
     """Test accuracy of the artifacts no stage measured (models named on the command line), on
     this machine's CPU, so that every row of the report has one."""
+    from edgepress.models import check_folder_labels
+
     for artifact in artifacts:
         if artifact.test:
             continue
+        check_folder_labels(artifact.folder, data.labels, f"bench measures {artifact.name}'s accuracy on this data")
         log.info("bench: test accuracy of %s", artifact.name)
         artifact.test = _test_metrics(artifact, data, max_length)
         artifact.test_source = "bench"

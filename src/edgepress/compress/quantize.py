@@ -25,7 +25,7 @@ from edgepress.compress.quant_search import Calibration, Reference, judge, quant
 from edgepress.errors import ModelError, StageError
 from edgepress.export.runtime import load_onnx, onnx_logits, op_counts, open_session
 from edgepress.metrics import classification_metrics
-from edgepress.models import resolve_source
+from edgepress.models import check_folder_labels, resolve_source
 
 if TYPE_CHECKING:
     from edgepress.pipeline import StageContext
@@ -44,7 +44,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
 
     cfg = ctx.recipe.quantize
     folder = Path(resolve_source(ctx.input_model))
-    _check_labels(folder, ctx.data.labels)
+    check_folder_labels(folder, ctx.data.labels, "quantization is judged by accuracy on the data")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     target, preset = resolve_target(cfg.target)
     for name in KEPT_FILES:  # so that ORTModelForSequenceClassification opens the folder
@@ -168,19 +168,6 @@ def _padded_length(folder: Path, requested: int) -> int:
     if requested > limit:
         log.info("calibration pads to %d tokens, the model's position limit (quantize.max_seq_length is %d)", limit, requested)
     return min(requested, limit)
-
-
-def _check_labels(folder: Path, labels: list[str]) -> None:
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"{folder} has no config.json; quantize reads the folder of the export stage")
-    id2label = json.loads(config_file.read_text()).get("id2label", {})
-    model_labels = [id2label[k] for k in sorted(id2label, key=int)]
-    if model_labels != labels:
-        raise ModelError(
-            f"the model's labels ({', '.join(model_labels)}) are not the data's ({', '.join(labels)}); quantization is "
-            "judged by accuracy on the data, so give the data the model was trained on"
-        )
 
 
 def _reference(rows: dict, labels: np.ndarray, logits: np.ndarray) -> Reference:
