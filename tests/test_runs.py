@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,40 @@ def test_file_hashes_skip_the_manifest_and_tree_hash_is_order_free(tmp_path):
     hashes = file_hashes(tmp_path)
     assert sorted(hashes) == ["a.txt", "sub/b.txt"]
     assert tree_hash(hashes) == tree_hash(dict(reversed(list(hashes.items()))))
+
+
+def test_fingerprint_sees_a_change_of_edgepress_source_code(tmp_path):
+    """An editable install keeps its version string through a fix; the source hash does not."""
+    import shutil
+
+    import edgepress
+    from edgepress.runs import code_hash
+
+    package = Path(edgepress.__file__).parent
+    copy = tmp_path / "edgepress"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_hash(copy)
+    assert before == code_hash(package)  # the installed package's own hash, from its files
+    assert fingerprint("export", {}, {"data": "d"}) == fingerprint("export", {}, {"data": "d"}, code=before)
+    with (copy / "export" / "parity.py").open("a") as handle:
+        handle.write("\n# a fix\n")
+    code_hash.cache_clear()
+    after = code_hash(copy)
+    assert after != before
+    assert fingerprint("export", {}, {"data": "d"}, code=after) != fingerprint("export", {}, {"data": "d"}, code=before)
+
+
+def test_distill_fingerprint_sees_whether_wordnet_is_installed(tmp_path):
+    from edgepress.compress.augment import environment_facts
+    from edgepress.sections import AugmentSection
+
+    synonyms = AugmentSection(factor=2, synonym=0.1)
+    absent = environment_facts(synonyms, tmp_path / "none")
+    (tmp_path / "wn").mkdir()
+    (tmp_path / "wn" / "data.noun").write_text("  licence\n")
+    present = environment_facts(synonyms, tmp_path / "wn")
+    assert absent == {"wordnet": "absent"} and present == {"wordnet": "data.noun:10"}
+    assert fingerprint("distill", {}, {"data": "d", **absent}) != fingerprint("distill", {}, {"data": "d", **present})
+    # without synonyms (or without augmentation) WordNet cannot change the output, so it is no input
+    assert environment_facts(AugmentSection(factor=2, synonym=0.0), tmp_path / "wn") == {}
+    assert environment_facts(AugmentSection(factor=0), tmp_path / "wn") == {}

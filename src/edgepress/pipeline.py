@@ -59,7 +59,7 @@ def run_recipe(recipe: Recipe, force: bool = False) -> list[StageOutcome]:
     for index, name in enumerate(recipe.stages, start=1):
         folder = run.stage_dir(index, name)
         config = stage_config(recipe, name, reads_model_section=index == 1)
-        inputs = {"model": source_hash, "data": data.fingerprint}
+        inputs = {"model": source_hash, "data": data.fingerprint, **environment_facts(recipe, name)}
         expected = fingerprint(name, config, inputs)
         manifest = None if force else current_manifest(folder, expected)
         skipped = manifest is not None
@@ -108,6 +108,15 @@ def _run_stage(
         }
         write_manifest(partial, manifest)
     return manifest
+
+
+def environment_facts(recipe: Recipe, stage: str) -> dict[str, str]:
+    """Facts of this machine, beyond the installed packages, that change a stage's output."""
+    if stage == "distill":
+        from edgepress.compress.augment import environment_facts as augment_facts
+
+        return augment_facts(recipe.distill.augment)
+    return {}
 
 
 def _source_hash(source: str, recipe: Recipe) -> str:

@@ -9,6 +9,7 @@ crash never leaves a half-written artifact where a later stage (or a user) would
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -50,10 +51,21 @@ def tree_hash(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
-def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
-    """What decides whether a stage must run again: its name, resolved config and input hashes."""
-    payload = {"stage": stage, "config": config, "inputs": inputs, "edgepress": package_version("edgepress")}
+def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, Any], code: Optional[str] = None) -> str:
+    """What decides whether a stage must run again: its name, resolved config, input hashes, and
+    edgepress's own code (``code_hash``): with an editable install a fix changes no version string,
+    yet must re-run the stages it affects."""
+    payload = {"stage": stage, "config": config, "inputs": inputs, "edgepress": package_version("edgepress"), "code": code or code_hash()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def code_hash(root: Optional[Path] = None) -> str:
+    """sha256 over the relative paths and contents of edgepress's source files (``*.py`` and the
+    JSON schemas), from ``root`` (default: the installed package)."""
+    root = root or Path(__file__).resolve().parent
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
+    return tree_hash({p.relative_to(root).as_posix(): hash_file(p) for p in files})
 
 
 def package_version(name: str) -> Optional[str]:

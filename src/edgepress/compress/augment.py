@@ -62,6 +62,17 @@ def _corpus_words(texts: list[str], limit: int = 5000) -> list[str]:
     return [word for word, _ in counts.most_common(limit)]
 
 
+def environment_facts(cfg: AugmentSection, wordnet_dir: Path | None = None) -> dict[str, str]:
+    """What of this machine changes the augmented texts: whether (and which) WordNet data files are
+    installed, when synonyms are asked for. It goes into the distill stage's fingerprint, so that
+    installing wordnet-base re-runs a distillation that was made without synonyms."""
+    if not (cfg.factor and cfg.synonym > 0):
+        return {}
+    folder = wordnet_dir or WORDNET_DIR
+    files = sorted(folder.glob("data.*")) if folder.is_dir() else []
+    return {"wordnet": ",".join(f"{p.name}:{p.stat().st_size}" for p in files) or "absent"}
+
+
 @lru_cache(maxsize=1)
 def wordnet_synonyms() -> dict[str, list[str]]:
     """Single-word synonyms from WordNet's data files (``data.noun``, ``data.verb``, ...), if installed."""
