@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-tools clean
 
 install: $(STAMP)
 
@@ -17,8 +17,23 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/edgepress run recipes/bbc-news.yaml
 
-test: install
+test: install test-tools
 	$(BIN)/python -m pytest
+
+# What the ssh, emulated-arm64 and WordNet tests need from Debian. Installed when missing and this
+# is root on a machine with apt (CI is); elsewhere those tests skip and say which package to add.
+TEST_TOOLS := /usr/sbin/sshd /usr/bin/qemu-aarch64-static /usr/share/wordnet/data.noun
+TEST_PACKAGES := openssh-server qemu-user-static wordnet-base
+
+test-tools:
+	@for f in $(TEST_TOOLS); do [ -e $$f ] || missing=1; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(TEST_PACKAGES) for the ssh, emulated-arm64 and WordNet tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) >/dev/null; \
+	else \
+		echo "note: not root with apt-get: the tests that need $(TEST_PACKAGES) will skip"; \
+	fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,6 +13,19 @@ KEYWORDS = {"sports": ["goal", "match", "team"], "politics": ["vote", "party", "
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def require_system_tool(present: bool, what: str, package: str) -> None:
+    """Skip a test for a missing Debian tool only where it cannot be installed (not root, or no apt);
+    where `make test` could have installed it, a skip would hide an untested path, so fail instead."""
+    import os
+    import shutil
+
+    if present:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        pytest.fail(f"{what} is missing, and this machine could install it: run `make test-tools` (apt-get install {package}), which `make test` does")
+    pytest.skip(f"{what} is not installed and this user cannot apt-get install {package}")
+
+
 def assert_schema_valid(document: dict, name: str) -> None:
     """``document`` against the JSON Schema edgepress ships, ``bench`` or ``runner``."""
     from importlib.resources import files

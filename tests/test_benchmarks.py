@@ -64,7 +64,7 @@ def test_gate_noise_benchmark_fails_the_slower_model(tmp_path, tiny_classifier, 
     from test_runner import tiny_model
 
     model = tmp_path / "model"
-    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors"))
     tiny_model(model / "a.onnx")
     out = tmp_path / "result.json"
     args = [

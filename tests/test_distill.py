@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from conftest import build_tiny_bert, tiny_recipe
+from conftest import build_tiny_bert, require_system_tool, tiny_recipe
 from edgepress.compress import augment as augment_module
 from edgepress.compress import distill, losses, teacher_cache
 from edgepress.compress.augment import augment_texts
@@ -238,8 +238,8 @@ def test_distill_without_a_trained_teacher_says_to_finetune_first(tiny_bert, tin
         run_recipe(recipe)
 
 
-@pytest.mark.skipif(not (augment_module.WORDNET_DIR / "data.noun").is_file(), reason="needs Debian's wordnet-base")
 def test_wordnet_synonyms_replace_words_when_installed():
+    require_system_tool((augment_module.WORDNET_DIR / "data.noun").is_file(), "WordNet data", "wordnet-base")
     assert "automobile" in augment_module.wordnet_synonyms()["car"]
     (text,), _ = augment_texts(["car"], AugmentSection(factor=1, deletion=0, swap=0, insertion=0, synonym=1.0), seed=0)
     assert text != "car" and text in augment_module.wordnet_synonyms()["car"]

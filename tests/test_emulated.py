@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import assert_schema_valid
+from conftest import require_system_tool
 from edgepress.bench.emulator import find_qemu
 from edgepress.cli import app
 
@@ -20,8 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def emulator(request):
-    if find_qemu() is None:
-        pytest.skip("qemu-aarch64 is not installed (Debian: apt-get install qemu-user-static)")
+    require_system_tool(find_qemu() is not None, "qemu-aarch64", "qemu-user-static")
     from edgepress.bench.emulator import setup
 
     return setup(request.config.cache.mkdir("arm64-emulated") / "target")

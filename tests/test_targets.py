@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_schema_valid
+from conftest import assert_schema_valid, require_system_tool
 
 from edgepress.cli import app
 
@@ -29,8 +29,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ssh_config(tmp_path_factory):
     """A throw-away sshd for this user on 127.0.0.1, key login only, and a client config for it."""
-    if not Path(SSHD).is_file() or not (shutil.which("ssh-keygen") and shutil.which("ssh") and shutil.which("scp")):
-        pytest.skip("sshd, ssh, scp or ssh-keygen is not installed")
+    tools = Path(SSHD).is_file() and shutil.which("ssh-keygen") and shutil.which("ssh") and shutil.which("scp")
+    require_system_tool(bool(tools), "sshd, ssh, scp or ssh-keygen", "openssh-server")
     root = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
@@ -73,33 +73,37 @@ def test_onnx_models_are_timed_on_the_device_over_ssh(ssh_config, tmp_path, tiny
         "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
         "export": {"max_seq_length": 24, "mobile": False},
     }))  # fmt: skip
+    odd = tmp_path / "a folder with 'quotes' and \"more\""
+    shutil.copytree(export.folder, odd)
+    odd_file = (odd / "model.onnx").rename(odd / "my model; $(touch pwned) 'v2'.onnx")
     out = tmp_path / "bench"
     result = runner.invoke(app, [
-        "bench", "--run", str(export.folder.parent), "--data", str(tiny_csv), "--output", str(out),
+        "bench", "--run", str(export.folder.parent), "--model", f"odd={odd_file}",
+        "--data", str(tiny_csv), "--output", str(out),
         "--target", "ssh://bench-device", "--ssh-config", str(ssh_config), "--remote-python", sys.executable,
-        "--examples", "8", "--rounds", "2", "--threads", "1", "--batch-size", "4", "--max-seq-length", "24",
+        "--examples", "8", "--rounds", "4", "--threads", "1", "--batch-size", "4", "--max-seq-length", "24",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads((out / "bench.json").read_text())
     assert_schema_valid(document, "bench")
     assert document["environment"]["target"] == "ssh://bench-device" and document["environment"]["device"]["onnxruntime"]
-    assert [a["name"] for a in document["artifacts"]] == ["01-export/model.onnx", "01-export/model_optimized.onnx"]
+    assert [a["name"] for a in document["artifacts"]] == ["01-export/model.onnx", "01-export/model_optimized.onnx", "odd"]
+    assert not list(Path.home().glob("pwned")) and not list(tmp_path.rglob("pwned"))
     for artifact in document["artifacts"]:
-        assert artifact["latency"]["1"]["batch 1"]["runs"] == 8 * 2
-        assert artifact["latency"]["1"]["batch 4 x 24"]["runs"] == 2 * 2
-        assert len(artifact["latency"]["1"]["batch 1"]["round_p50_ms"]) == 2
+        assert artifact["latency"]["1"]["batch 1"]["runs"] == 8 * 4
+        assert artifact["latency"]["1"]["batch 4 x 24"]["runs"] == 2 * 4
+        assert len(artifact["latency"]["1"]["batch 1"]["round_p50_ms"]) == 4
         assert artifact["agreement"] == {"argmax": 1.0, "max_abs_diff": 0.0, "examples": 8}  # the same CPU, the same ORT
 
 
 def test_an_unreachable_device_is_one_line(tmp_path, tiny_classifier, tiny_csv):
-    if not shutil.which("ssh"):
-        pytest.skip("ssh is not installed")
+    require_system_tool(bool(shutil.which("ssh")), "ssh", "openssh-client")
     from test_runner import tiny_model
 
     config = tmp_path / "ssh_config"
     config.write_text(f"Host nowhere\n  HostName 127.0.0.1\n  Port {_free_port()}\n")
     model = tmp_path / "model"
-    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors"))
     tiny_model(model / "model.onnx")  # an ONNX file beside the tokenizer
     result = runner.invoke(app, [
         "bench", "--model", f"m={model / 'model.onnx'}", "--data", str(tiny_csv), "--target", "ssh://nowhere",
@@ -107,6 +111,30 @@ def test_an_unreachable_device_is_one_line(tmp_path, tiny_classifier, tiny_csv):
     ])  # fmt: skip
     assert result.exit_code == 1 and "ssh target nowhere" in result.output and "without a password" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("target", ["ssh://-oProxyCommand=touch%20pwned", "ssh://-oProxyCommand=x@host", "ssh://user@host;touch%20pwned", "ssh://host:99999"])
+def test_ssh_names_that_are_not_plain_names_are_refused(tmp_path, tiny_classifier, tiny_csv, target, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["bench", "--model", f"m={tiny_classifier}", "--data", str(tiny_csv), "--target", target, "--output", "o"])
+    assert result.exit_code == 1 and f"target {target!r}:" in result.output and "Traceback" not in result.output
+    assert ("ssh reads as an option" in result.output) == ("//-" in target)
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "o").exists()
+
+
+def test_ssh_and_scp_never_read_the_destination_as_an_option(tmp_path):
+    """Past the name check, "--" still keeps ssh and scp from taking a destination for an option."""
+    require_system_tool(bool(shutil.which("ssh")), "ssh", "openssh-client")
+    from edgepress.bench.targets import SshTarget
+    from edgepress.errors import TargetError
+
+    marker = tmp_path / "pwned"
+    target = SshTarget(f"-oProxyCommand=touch {marker}", None, None, "python3")
+    (tmp_path / "f").write_text("x")
+    for call in (lambda: target.run("true"), lambda: target.put([tmp_path / "f"], "/tmp/"), lambda: target.get("/x", tmp_path / "g")):
+        with pytest.raises(TargetError):
+            call()
+    assert not marker.exists()
 
 
 def test_unknown_targets_say_what_exists(tmp_path):
@@ -138,7 +166,7 @@ def test_cuda_onnx_models_need_onnxruntime_gpu(tmp_path, tiny_classifier, tiny_c
     from test_runner import tiny_model
 
     model = tmp_path / "model"
-    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    shutil.copytree(tiny_classifier, model, ignore=shutil.ignore_patterns("*.safetensors"))
     tiny_model(model / "model.onnx")
     result = runner.invoke(app, ["bench", "--model", f"m={model / 'model.onnx'}", "--data", str(tiny_csv), "--target", "cuda"])
     assert result.exit_code == 1 and "no CUDAExecutionProvider; install onnxruntime-gpu" in result.output

@@ -61,6 +61,10 @@ def _check_target(artifacts: list[Artifact], cfg: "BenchSection") -> None:
         from edgepress.bench.emulator import Emulator
 
         Emulator.open(cfg.emulator_root)
+    elif cfg.target.startswith("ssh://"):
+        from edgepress.bench.targets import ssh_destination
+
+        ssh_destination(cfg.target)
 
 
 def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_length: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -46,10 +47,8 @@ class SshTarget:
 
     @classmethod
     def from_section(cls, cfg: BenchSection) -> "SshTarget":
-        parts = urlsplit(cfg.target)
-        host = parts.hostname or ""
-        destination = f"{parts.username}@{host}" if parts.username else host
-        return cls(destination, parts.port, cfg.ssh_config, cfg.remote_python)
+        user, host, port = ssh_destination(cfg.target)
+        return cls(f"{user}@{host}" if user else host, port, cfg.ssh_config, cfg.remote_python)
 
     def _options(self, port_flag: str) -> list[str]:
         options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
@@ -57,15 +56,20 @@ class SshTarget:
         options += [port_flag, str(self.port)] if self.port else []
         return options
 
+    # "--" ends the options before any name that came from the user: the destination and the
+    # files can never be read as options. Local paths are absolute, so scp never takes a colon in
+    # a file name for host:path. Remote paths are made by edgepress from mktemp's folder and
+    # sanitized file names, and quoted wherever a remote shell reads them.
     def run(self, command: str) -> str:
-        return self._call(["ssh", *self._options("-p"), self.destination, command], f"running {command.split()[0]}")
+        return self._call(["ssh", *self._options("-p"), "--", self.destination, command], f"running {command.split()[0]}")
 
     def put(self, paths: list[Path], remote: str) -> None:
         """Copy into the folder ``remote/``, or one file to the path ``remote``."""
-        self._call(["scp", "-q", *self._options("-P"), *map(str, paths), f"{self.destination}:{remote}"], "copying to the device")
+        local = [str(p.resolve()) for p in paths]
+        self._call(["scp", "-q", *self._options("-P"), "--", *local, f"{self.destination}:{remote}"], "copying to the device")
 
     def get(self, remote_path: str, local: Path) -> None:
-        self._call(["scp", "-q", *self._options("-P"), f"{self.destination}:{remote_path}", str(local)], "copying from the device")
+        self._call(["scp", "-q", *self._options("-P"), "--", f"{self.destination}:{remote_path}", str(local.resolve())], "copying from the device")
 
     def _call(self, args: list[str], doing: str) -> str:
         done = subprocess.run(args, capture_output=True, text=True)
@@ -96,7 +100,7 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
             results = [_run_case(target, remote, local, i, names, cfg) for i in range(len(cases))]
             device_outputs = _load_outputs(local / "outputs.npz")
     finally:
-        target.run(f"rm -rf {shlex.quote(remote)}")
+        target.run(f"rm -rf -- {shlex.quote(remote)}")
     measured = _rows(onnx, list(cases), results, names)
     _add_agreement(measured, onnx, names, cases["batch 1"], device_outputs, cfg.min_agreement)
     return measured, results[0]["environment"]
@@ -178,8 +182,27 @@ def _onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
 
 
 def _unique_names(onnx: list[Artifact]) -> dict[str, str]:
-    """Artifact name -> a file name for the runner; models may share a file name (model.onnx)."""
-    return {a.name: f"{i}-{a.path.name}" for i, a in enumerate(onnx)}
+    """Artifact name -> a file name for the runner; models may share a file name (model.onnx), and
+    a user's file name may hold spaces, quotes or shell syntax, which stay on this machine."""
+    return {a.name: f"{i}-{re.sub(r'[^A-Za-z0-9._-]', '_', a.path.name)}" for i, a in enumerate(onnx)}
+
+
+def ssh_destination(target: str) -> tuple[Optional[str], str, Optional[int]]:
+    """(user, host, port) of ``ssh://[user@]host[:port]``; a user or host that ssh could read as an
+    option, or that holds whitespace or shell syntax, is refused."""
+    parts = urlsplit(target)
+    try:
+        port = parts.port
+    except ValueError:
+        raise TargetError(f"target {target!r}: the port is not a number from 1 to 65535") from None
+    user, host = parts.username, parts.hostname or ""
+    for what, value in (("user", user), ("host", host)):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.%\[\]:][A-Za-z0-9_.%\[\]:-]*", value):
+            raise TargetError(
+                f"target {target!r}: the {what} {value!r} is not a plain name (it {'starts with -, which ssh reads as an option' if value.startswith('-') else 'has characters a name cannot have'}); "
+                "write ssh://[user@]host[:port], or name the device in your ssh config and use that name"
+            )
+    return user, host, port
 
 
 def _npz(folder: Path, index: int, inputs: list[dict[str, np.ndarray]]) -> Path:
@@ -189,13 +212,14 @@ def _npz(folder: Path, index: int, inputs: list[dict[str, np.ndarray]]) -> Path:
 
 
 def _run_case(target: SshTarget, remote: str, local: Path, index: int, names: dict[str, str], cfg: BenchSection) -> dict[str, Any]:
-    models = " ".join(f"--model {shlex.quote(f'{file}={remote}/{file}')}" for file in names.values())
+    q = shlex.quote
+    models = " ".join(f"--model {q(f'{file}={remote}/{file}')}" for file in names.values())
     threads = " ".join(str(t) for t in thread_counts(cfg))
     out = f"{remote}/case{index}.json"
-    outputs = f" --outputs {remote}/outputs.npz" if index == 0 else ""  # batch 1: the agreement check
+    outputs = f" --outputs {q(f'{remote}/outputs.npz')}" if index == 0 else ""  # batch 1: the agreement check
     target.run(
-        f"{shlex.quote(target.python)} {remote}/runner.py --inputs {remote}/case{index}.npz {models} "
-        f"--threads {threads} --rounds {cfg.rounds} --warmup {cfg.warmup} --json {out}{outputs}"
+        f"{q(target.python)} {q(f'{remote}/runner.py')} --inputs {q(f'{remote}/case{index}.npz')} {models} "
+        f"--threads {threads} --rounds {cfg.rounds} --warmup {cfg.warmup} --json {q(out)}{outputs}"
     )
     target.get(out, local / f"case{index}.json")
     if outputs:
