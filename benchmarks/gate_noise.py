@@ -1,52 +1,121 @@
-"""Does `edgepress gate` tell noise from a regression on this machine? Four benchmarks, two gates each.
+"""Does `edgepress gate` tell noise from a regression on this machine? False alarms and detections, counted.
 
-Benchmarks a reference model next to the model under test three times (a baseline and two repeats
-of the same model), and once more with a slower model under the model's name; then gates each
-repeat and the slower one against the baseline, with the reference model (ratios, not absolute
-milliseconds) and without it. Every benchmark and gate is the real `edgepress` command.
+One baseline benchmark of the model under test (beside a fixed reference model), then ``--repeats``
+separate benchmarks of the same model (self-comparisons: every failing gate is a false alarm) and
+as many of a copy made slower on purpose (every passing gate is a missed regression), alternating
+so that the machine's drift hits both alike. Each of them is gated against the baseline twice:
+relative to the reference model (per-round ratios) and in absolute milliseconds. Every benchmark
+and gate is the real `edgepress` command.
+
+The slower copy is the model plus a chain of fp32 MatMuls over the attention mask, widened to the
+hidden size, whose result is added to the logits times 1e-30 (so predictions do not change and no
+optimizer can drop the work). The chain's length is calibrated here so that batch 1 at one thread
+is about ``--slowdown`` slower; the gates print the slow-down they measured.
 
     python benchmarks/gate_noise.py --reference runs/bbc-news/04-export/model.onnx \\
-        --model runs/bbc-news/05-quantize/model_int8_dynamic.onnx --slower runs/bbc-news/04-export/model_optimized.onnx
+        --model runs/gate-models/01-quantize/model_int8_dynamic.onnx --repeats 20
 
-The slower model must sit beside the same tokenizer files. Prints every gate's table and a summary;
-writes benchmarks/results/gate_noise.json.
+Prints every failing gate's table, a summary, and writes benchmarks/results/gate_noise.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = {"repeat 1": 0, "repeat 2": 0, "slower": 1}
 
 
 def main() -> None:
     args = parse_args()
     out = args.output_dir
-    benches = {"baseline": args.model, "repeat 1": args.model, "repeat 2": args.model, "slower": args.slower}
-    for name, model in benches.items():
-        bench(args, out / slug(name), model)
-    rows = []
-    for name in EXPECTED:
-        for reference in (True, False):
-            rows.append(gate(args, out / "baseline" / "bench.json", out / slug(name) / "bench.json", name, reference))
-    summary(rows)
+    slower = args.slower_model or make_slower(args.model, args.slowdown, out / "slower")
+    bench(args, out / "baseline", args.model)
+    runs = []
+    for i in range(1, args.repeats + 1):
+        for kind, model in (("repeat", args.model), ("slower", slower)):
+            bench(args, out / f"{kind}-{i}", model)
+            runs.append((kind, out / f"{kind}-{i}"))
+    rows = [gate(args, out / "baseline" / "bench.json", folder / "bench.json", kind, ref) for kind, folder in runs for ref in (True, False)]
+    counts = summary(rows)
     result = {
         "benchmark": "gate_noise",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "reference": str(args.reference), "model": str(args.model), "slower": str(args.slower),
-        "bench_args": args.bench_args, "max_latency_regression": args.max_latency_regression,
+        "reference": str(args.reference), "model": str(args.model), "slower": str(slower), "slowdown_target": args.slowdown,
+        "bench_args": args.bench_args, "max_latency_regression": args.max_latency_regression, "repeats": args.repeats,
         "environment": json.loads((out / "baseline" / "bench.json").read_text())["environment"],
-        "gates": rows,
+        "counts": counts, "gates": rows,
     }  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
+
+
+def make_slower(model: Path, slowdown: float, folder: Path) -> Path:
+    """A copy of ``model`` (beside its tokenizer and config) that is about ``slowdown`` slower at batch 1:
+    the chain's length is re-scaled by the measured slow-down until it is within a fifth of the target."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(model.parent, folder, ignore=shutil.ignore_patterns("*.onnx", "*.ort", "*.data"))
+    hidden = json.loads((model.parent / "config.json").read_text()).get("hidden_size", 256)
+    matmuls, measured = 4, 0.0
+    for _ in range(4):
+        slower = slow_down(model, folder / model.name, hidden, matmuls)
+        measured = batch1_ratio(model, slower) - 1
+        if abs(measured - slowdown) <= slowdown / 5:
+            break
+        matmuls = max(1, round(matmuls * slowdown / max(measured, 1e-3)))
+    print(f"slower model: {matmuls} extra {hidden}x{hidden} MatMuls, batch 1 at 1 thread {100 * measured:+.1f}% "
+          f"(target {100 * slowdown:+.0f}%)", flush=True)  # fmt: skip
+    return slower
+
+
+def slow_down(source: Path, target: Path, hidden: int, matmuls: int) -> Path:
+    """``source`` with ``matmuls`` chained [batch, seq, hidden] x [hidden, hidden] MatMuls added to its logits x 1e-30."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    logits = graph.output[0].name
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(np.ones((1, hidden), np.float32), "slow_w_in"), numpy_helper.from_array(np.array(1e-30, np.float32), "slow_eps")]
+    weights += [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32), f"slow_w{i}") for i in range(matmuls)]
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["slow_mask"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["slow_mask", "slow_axis"], ["slow_x"]),
+        helper.make_node("MatMul", ["slow_x", "slow_w_in"], ["slow_h0"]),
+    ]
+    weights.append(numpy_helper.from_array(np.array([-1], np.int64), "slow_axis"))
+    nodes += [helper.make_node("MatMul", [f"slow_h{i}", f"slow_w{i}"], [f"slow_h{i + 1}"]) for i in range(matmuls)]
+    nodes += [
+        helper.make_node("ReduceMean", [f"slow_h{matmuls}"], ["slow_mean"], keepdims=0),
+        helper.make_node("Mul", ["slow_mean", "slow_eps"], ["slow_tiny"]),
+        helper.make_node("Add", ["slow_logits", "slow_tiny"], [logits]),
+    ]
+    for node in graph.node:  # the model's own logits now feed the Add
+        node.output[:] = ["slow_logits" if o == logits else o for o in node.output]
+    graph.node.extend(nodes)
+    graph.initializer.extend(weights)
+    onnx.save(model, str(target))
+    return target
+
+
+def batch1_ratio(model: Path, other: Path, texts: int = 16, rounds: int = 9) -> float:
+    """Median latency of ``other`` over ``model`` at batch 1, one thread, on token-length-64 inputs, interleaved."""
+    from edgepress.bench import runner
+
+    sessions = [runner.open_session(str(p), 1) for p in (model, other)]
+    example = {"input_ids": np.full((1, 64), 1000, np.int64), "attention_mask": np.ones((1, 64), np.int64)}
+    calls = {str(i): [lambda s=s: s.run(None, runner.feeds_for(s, example))] * texts for i, s in enumerate(sessions)}
+    times = runner.time_interleaved(calls, rounds)
+    return float(np.median(times["1"]) / np.median(times["0"]))
 
 
 def bench(args: argparse.Namespace, out: Path, model: Path) -> None:
@@ -56,47 +125,54 @@ def bench(args: argparse.Namespace, out: Path, model: Path) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-def gate(args: argparse.Namespace, baseline: Path, current: Path, name: str, reference: bool) -> dict:
+def gate(args: argparse.Namespace, baseline: Path, current: Path, kind: str, reference: bool) -> dict:
     command = [sys.executable, "-m", "edgepress", "gate", "--baseline", str(baseline), "--current", str(current),
-               "--max-latency-regression", args.max_latency_regression, "--junit", str(current.with_suffix(".xml"))]  # fmt: skip
+               "--max-latency-regression", args.max_latency_regression]  # fmt: skip
     command += ["--reference", "ref"] if reference else []
     done = subprocess.run(command, capture_output=True, text=True)
-    print(f"\n## {name}, {'relative to ref' if reference else 'absolute ms'}: exit {done.returncode}\n{done.stdout}{done.stderr}")
-    base, cur = (json.loads(p.read_text()) for p in (baseline, current))
+    expected = 1 if kind == "slower" else 0
+    if done.returncode != expected:
+        print(f"\n## {current.parent.name}, {'relative to ref' if reference else 'absolute ms'}: exit {done.returncode}\n{done.stdout}{done.stderr}")
     return {
-        "current": name, "reference": "ref" if reference else None, "exit": done.returncode,
-        "expected_exit": EXPECTED[name], "latency_changes": changes(base, cur, "ref" if reference else None),
+        "current": current.parent.name, "kind": kind, "reference": "ref" if reference else None, "exit": done.returncode,
+        "expected_exit": expected, "latency_changes": changes(baseline, current, "ref" if reference else None, args),
     }  # fmt: skip
 
 
-def changes(baseline: dict, current: dict, reference: str | None) -> dict[str, float]:
-    """Relative change of m's median round p50 per thread count and case, as the gate computes it."""
-    from edgepress.bench.gate import compare
+def changes(baseline: Path, current: Path, reference: str | None, args: argparse.Namespace) -> dict[str, dict]:
+    """Change of m's median round p50 (or ratio to ref) and the rank test's p, per case, as the gate computes them."""
+    from edgepress.bench.gate import Limits, compare, load_bench, parse_fraction
 
-    checks, _ = compare(baseline, current, 1e9, 100.0, reference)
-    return {c.what: round(c.change, 4) for c in checks if c.artifact == "m" and c.what.startswith("latency")}
-
-
-def summary(rows: list[dict]) -> None:
-    print(f"{'current':<10} {'normalized':<12} {'exit':>4} {'expected':>8}  latency change of m (min .. max)")
-    for r in rows:
-        values = list(r["latency_changes"].values())
-        print(
-            f"{r['current']:<10} {'by ref' if r['reference'] else 'no':<12} {r['exit']:>4} {r['expected_exit']:>8}  "
-            f"{100 * min(values):+.1f}% .. {100 * max(values):+.1f}%"
-        )
+    limits = Limits(parse_fraction(args.max_latency_regression), 100.0)
+    result = compare(load_bench(baseline), load_bench(current), limits, reference)
+    return {c.what: {"change": round(c.change, 4), "p": round(c.p_value, 4), "status": c.status}
+            for c in result.checks if c.artifact == "m" and c.p_value is not None}  # fmt: skip
 
 
-def slug(text: str) -> str:
-    return text.replace(" ", "-")
+def summary(rows: list[dict]) -> dict[str, str]:
+    print(f"\n{'compared with':<14} {'normalized':<11} {'gates failed':>12}  goal   latency change of m over all cases (min .. median .. max)")
+    counts = {}
+    for kind in ("repeat", "slower"):
+        for reference in ("ref", None):
+            group = [r for r in rows if r["kind"] == kind and r["reference"] == reference]
+            values = sorted(v["change"] for r in group for v in r["latency_changes"].values())
+            failed = sum(r["exit"] != 0 for r in group)
+            label = f"{kind}, {'by ref' if reference else 'absolute'}"
+            counts[label] = f"{failed}/{len(group)}"
+            goal = f"0/{len(group)}" if kind == "repeat" else f"{len(group)}/{len(group)}"
+            spread = f"{100 * values[0]:+.1f}% .. {100 * values[len(values) // 2]:+.1f}% .. {100 * values[-1]:+.1f}%" if values else "-"
+            print(f"{kind:<14} {'by ref' if reference else 'no':<11} {counts[label]:>12}  {goal:<6} {spread}")
+    return counts
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="the fixed model every benchmark also times")
-    parser.add_argument("--model", type=Path, required=True, help="the model under test")
-    parser.add_argument("--slower", type=Path, required=True, help="a slower model, benchmarked under the model's name")
-    parser.add_argument("--bench-args", default="", help="more `edgepress bench` options, e.g. '--data ../shared/data/sst2'")
+    parser.add_argument("--model", type=Path, required=True, help="the model under test (beside its config and tokenizer)")
+    parser.add_argument("--repeats", type=int, default=20, help="self-comparisons, and as many comparisons with the slower model")
+    parser.add_argument("--slowdown", type=float, default=0.2, help="how much slower the slowed copy is made (0.2: 20%%)")
+    parser.add_argument("--slower-model", type=Path, help="use this model as the slower one instead of making one")
+    parser.add_argument("--bench-args", default="", help="more `edgepress bench` options, e.g. '--threads 1 --threads 2'")
     parser.add_argument("--max-latency-regression", default="10%")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "gate-noise")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "gate_noise.json")

@@ -95,6 +95,31 @@ def test_excluded_nodes_stay_fp32(quantized, tmp_path):
     assert len(quantized_weights) == len(others) > 0
 
 
+def test_calibration_runs_on_real_lengths_not_padding(quantized, tmp_path):
+    """Short texts calibrate at their own lengths: each batch padded to its longest text, not to
+    max_seq_length; the histogram calibrators get one shape, the longest batch's, and still run."""
+    from transformers import AutoTokenizer
+
+    from edgepress.compress.quant_search import Calibration, quantize
+
+    source = quantized[1].folder / "model.onnx"
+    tokenizer = AutoTokenizer.from_pretrained(source.parent)
+    texts = {"text": ["w1 goal", "w3 vote w4 w5 w6", "chip"] * 4}
+    calibration = Calibration(tokenizer, texts, 24, batch=3)
+    names = ["input_ids", "attention_mask"]
+    widths = [b["input_ids"].shape[1] for b in iter(calibration.reader(names).get_next, None)]
+    assert widths == [7] * 4  # [CLS] w3 vote w4 w5 w6 [SEP], not 24
+    padded = Calibration(tokenizer, texts, 24, padding="max_length", batch=3)
+    assert [b["input_ids"].shape[1] for b in iter(padded.reader(names).get_next, None)] == [24] * 4
+    uneven = Calibration(tokenizer, {"text": ["w1", "w1", "w3 vote w4 w5 w6"]}, 24, batch=2)
+    shaped = list(iter(uneven.reader(names, one_shape=True).get_next, None))
+    assert [b["input_ids"].shape for b in shaped] == [(1, 7)] * 3
+    assert shaped[0]["attention_mask"][:, 3:].sum() == 0 and (shaped[0]["input_ids"][:, 3:] == tokenizer.pad_token_id).all()
+    config = first_config("static", QuantizeSection(calibration_method="entropy"), PRESETS["avx2"])
+    quantize(config, source, tmp_path / "entropy.onnx", uneven)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / "entropy.onnx")).graph.node)
+
+
 def test_an_unreachable_tolerance_lists_what_was_tried(quantized, tmp_path, tiny_csv):
     from transformers import AutoTokenizer
 

@@ -285,6 +285,10 @@ class QuantizeSection(Section):
     format: Literal["QDQ", "QOperator"] = Field("QDQ", description="Static graph format: QuantizeLinear/DequantizeLinear pairs, or integer ops.")
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="How activation ranges are found.")
     calibration_samples: int = Field(128, gt=0, description="Training texts run through the model to calibrate activation ranges.")
+    calibration_padding: Literal["longest", "max_length"] = Field(
+        "longest",
+        description="Pad each calibration batch to its longest text (ranges of real tokens), or every text to max_seq_length.",
+    )
     per_channel: Optional[bool] = Field(None, description="One scale per output channel of each weight; default: the preset's.")
     activation_type: Optional[Literal["uint8", "int8"]] = Field(None, description="Static activation type; default: the preset's.")
     weight_type: Optional[Literal["int8", "uint8"]] = Field(None, description="Weight type; default: the preset's.")

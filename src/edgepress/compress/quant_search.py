@@ -32,28 +32,45 @@ class Reference:
 
 
 class Calibration:
-    """Training texts for static calibration, padded to one length: the histogram calibrators
-    (entropy, percentile) need equal shapes. A new reader per quantization, since readers run dry."""
+    """Training texts for static calibration, at their real lengths: each batch is padded only to
+    its longest text (``padding="longest"``), so that on short-text tasks the activation ranges are
+    those of words, not of padding positions. ``"max_length"`` pads every text to ``max_length``.
+    A new reader per quantization, since readers run dry."""
 
-    def __init__(self, tokenizer: "PreTrainedTokenizerBase", texts: dict[str, list], max_length: int, batch: int = 8):
+    def __init__(self, tokenizer: "PreTrainedTokenizerBase", texts: dict[str, list], max_length: int, padding: str = "longest", batch: int = 8):
         from edgepress.features import encode
 
         count = len(texts["text"])
+        self.pad_id = tokenizer.pad_token_id or 0
         self.batches = [
-            dict(encode(tokenizer, {k: v[i : i + batch] for k, v in texts.items()}, max_length, padding="max_length", return_tensors="np"))
+            dict(encode(tokenizer, {k: v[i : i + batch] for k, v in texts.items()}, max_length, padding=padding, return_tensors="np"))
             for i in range(0, count, batch)
         ]
 
-    def reader(self, input_names: list[str]):
+    def reader(self, input_names: list[str], one_shape: bool = False):
+        """``one_shape``: one text per call, all padded to the longest text, for the histogram
+        calibrators (entropy, percentile), which stack the activations of all calls into one array."""
         from onnxruntime.quantization import CalibrationDataReader
 
-        batches = iter([{n: np.asarray(b[n], dtype=np.int64) for n in input_names} for b in self.batches])
+        if one_shape:
+            width = max(b["input_ids"].shape[1] for b in self.batches)
+            rows = [{n: self._padded(b, n, width)[i : i + 1] for n in input_names} for b in self.batches for i in range(len(b["input_ids"]))]
+        else:
+            rows = [{n: self._padded(b, n, 0) for n in input_names} for b in self.batches]
+        batches = iter(rows)
 
         class Reader(CalibrationDataReader):
             def get_next(self):
                 return next(batches, None)
 
         return Reader()
+
+    def _padded(self, batch: dict, name: str, width: int) -> np.ndarray:
+        array = np.asarray(batch[name], dtype=np.int64)
+        extra = width - array.shape[1]
+        if extra <= 0:
+            return array
+        return np.pad(array, ((0, 0), (0, extra)), constant_values=self.pad_id if name == "input_ids" else 0)
 
 
 def quantize(
@@ -84,7 +101,7 @@ def quantize(
     names = [i.name for i in open_session(source).get_inputs()]
     with quiet_onnxruntime():
         quantize_static(
-                str(source), str(target), calibration.reader(names), quant_format=getattr(QuantFormat, config.format),
+                str(source), str(target), calibration.reader(names, one_shape=config.calibration_method != "minmax"), quant_format=getattr(QuantFormat, config.format),
             activation_type=types[config.activation_type], calibrate_method=methods[config.calibration_method],
             calibration_cache_path=str(cache) if cache else None, **common,
         )  # fmt: skip

@@ -57,7 +57,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     reference = _reference(val_rows, np.asarray(val_rows["label"]), val_logits)
     test_rows = ctx.data.test.to_dict()
     fp32_test = onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size).argmax(-1)
-    calibration = Calibration(tokenizer, _calibration_texts(ctx), _padded_length(folder, cfg.max_seq_length)) if cfg.static else None
+    calibration = Calibration(tokenizer, _calibration_texts(ctx), _padded_length(folder, cfg.max_seq_length), cfg.calibration_padding) if cfg.static else None
     variants = {}
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
         for mode in [m for m in ("dynamic", "static") if getattr(cfg, m)]:
@@ -162,7 +162,7 @@ def _source(folder: Path, mode: str) -> Path:
 
 
 def _padded_length(folder: Path, requested: int) -> int:
-    """Calibration pads every text to one length, which must fit the model's position table."""
+    """Calibration texts are truncated (or padded) to at most this length, which must fit the model's position table."""
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     limit = config.get("max_position_embeddings") or requested
     if requested > limit:
