@@ -66,8 +66,7 @@ def gate(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Pass although some baseline checks could not be compared."),
     junit: Optional[Path] = typer.Option(None, help="Also write the checks as JUnit XML here."),
 ) -> None:
-    """Exit 1 when the current benchmark is slower or less accurate than the baseline allows, or
-    when a check of the baseline cannot be compared (unless --allow-missing)."""
+    """Exit 1 when the current benchmark is slower or less accurate than the baseline allows, or cannot be compared with it."""
     from edgepress.bench.gate import Limits, compare, describe, junit as junit_xml, load_bench, parse_fraction
 
     if not 0 < significance < 1:
