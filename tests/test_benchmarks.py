@@ -60,7 +60,7 @@ def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classi
     assert "pruned vs unpruned" in done.stdout
 
 
-def test_gate_noise_benchmark_fails_the_slower_model(tmp_path, tiny_classifier, tiny_csv):
+def test_gate_noise_benchmark_counts_false_alarms_and_detections(tmp_path, tiny_classifier, tiny_csv):
     from test_runner import tiny_model
 
     model = tmp_path / "model"
@@ -68,17 +68,38 @@ def test_gate_noise_benchmark_fails_the_slower_model(tmp_path, tiny_classifier, 
     tiny_model(model / "a.onnx")
     out = tmp_path / "result.json"
     args = [
-        "--reference", str(model / "a.onnx"), "--model", str(model / "a.onnx"), "--slower", str(tiny_classifier),
-        "--bench-args", f"--data {tiny_csv} --examples 8 --rounds 2 --threads 1 --batch-size 4 --max-seq-length 24",
+        "--reference", str(model / "a.onnx"), "--model", str(model / "a.onnx"), "--repeats", "2", "--slowdown", "3",
+        "--bench-args", f"--data {tiny_csv} --examples 8 --rounds 4 --threads 1 --batch-size 4 --max-seq-length 24",
         "--output-dir", str(tmp_path / "runs"), "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gate_noise.py"), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    gates = json.loads(out.read_text())["gates"]
+    result = json.loads(out.read_text())
+    gates = result["gates"]
     assert [(g["current"], g["reference"]) for g in gates] == [
-        ("repeat 1", "ref"), ("repeat 1", None), ("repeat 2", "ref"), ("repeat 2", None), ("slower", "ref"), ("slower", None),
+        (f"{kind}-{i}", ref) for i in (1, 2) for kind in ("repeat", "slower") for ref in ("ref", None)
     ]  # fmt: skip
-    # PyTorch's per-call overhead makes the torch model many times slower than a tiny ONNX graph
-    assert [g["exit"] for g in gates if g["current"] == "slower"] == [1, 1]
+    # a model made 4x slower on purpose fails every gate, with and without the reference
+    assert [g["exit"] for g in gates if g["kind"] == "slower"] == [1, 1, 1, 1]
+    assert set(result["counts"]) == {"repeat, by ref", "repeat, absolute", "slower, by ref", "slower, absolute"}
+    assert result["counts"]["slower, by ref"] == result["counts"]["slower, absolute"] == "2/2"
     assert all(set(g["latency_changes"]) == {"latency 1T batch 1", "latency 1T batch 4 x 24"} for g in gates)
-    assert "slower     by ref          1        1" in done.stdout
+    assert "slower model:" in done.stdout and "gates failed" in done.stdout
+
+
+def test_the_slowed_model_predicts_the_same_and_does_more_work(tmp_path, tiny_classifier):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_noise import slow_down
+    from test_runner import tiny_model
+
+    source = tiny_model(tmp_path / "a.onnx")
+    slowed = slow_down(source, tmp_path / "b.onnx", hidden=32, matmuls=5)
+    matmuls = [sum(n.op_type == "MatMul" for n in onnx.load(str(p)).graph.node) for p in (source, slowed)]
+    assert matmuls[1] - matmuls[0] == 6  # the widening MatMul and the chain of 5
+    feeds = {"input_ids": np.arange(1, 25, dtype=np.int64).reshape(2, 12), "attention_mask": np.ones((2, 12), np.int64)}
+    a, b = (ort.InferenceSession(str(p)).run(None, feeds)[0] for p in (source, slowed))
+    assert a.shape == b.shape and np.array_equal(a, b)

@@ -103,6 +103,10 @@ class Limits:
     significance: float = 0.05  # the rank test's level
     allow_missing: bool = False
 
+    def __post_init__(self) -> None:
+        if not 0 < self.significance < 1:
+            raise GateInputError(f"--significance {self.significance} must lie between 0 and 1, e.g. 0.05")
+
 
 def compare(baseline: dict, current: dict, limits: Limits, reference: Optional[str] = None) -> GateResult:
     """Every check of the baseline, compared or marked not comparable; the reference used, if any."""
