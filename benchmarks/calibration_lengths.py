@@ -17,16 +17,14 @@ Writes benchmarks/results/calibration_lengths.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import apply_override, set_path, validate_recipe
 from edgepress.runs import environment
+from recipe_runs import run_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 PADDINGS = ("max_length", "longest")
@@ -51,12 +49,7 @@ def main() -> None:
 
 
 def run(base: dict, args: argparse.Namespace, name: str, stages: list[str], model: str):
-    raw = copy.deepcopy(base)
-    for item in args.set:
-        apply_override(raw, item)
-    for key, value in {"name": name, "output_dir": args.output_dir, "stages": stages, "model.name_or_path": model}.items():
-        set_path(raw, key, value)
-    return run_recipe(validate_recipe(raw))
+    return run_stages(base, args.set, args.output_dir, name, stages, model)
 
 
 def row(method: str, padding: str, metrics: dict) -> dict:

@@ -15,7 +15,6 @@ Prints a table and writes benchmarks/results/prune_sst2.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 from datetime import datetime, timezone
@@ -24,9 +23,8 @@ from pathlib import Path
 import yaml
 
 from edgepress.bench.runner import measure
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import apply_override, set_path, validate_recipe
 from edgepress.runs import environment
+from recipe_runs import run_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,13 +48,8 @@ def main() -> None:
     report(args, base, teacher, distilled, pruned, unpruned_export, pruned_export, models, latency, len(examples))
 
 
-def run(base: dict, args, name: str, stages: list[str], model: str):
-    raw = copy.deepcopy(base)
-    for item in args.set:
-        apply_override(raw, item)
-    for key, value in {"name": name, "output_dir": args.output_dir, "stages": stages, "model.name_or_path": model}.items():
-        set_path(raw, key, value)
-    return run_recipe(validate_recipe(raw))
+def run(base: dict, args: argparse.Namespace, name: str, stages: list[str], model: str):
+    return run_stages(base, args.set, args.output_dir, name, stages, model)
 
 
 def teacher_folder(base: dict, args) -> Path:
