@@ -1,6 +1,7 @@
 """Does `edgepress gate` tell noise from a regression on this machine? False alarms and detections, counted.
 
-One baseline benchmark of the model under test (beside a fixed reference model), then ``--repeats``
+``--baseline-runs`` benchmarks of the model under test (beside a fixed reference model), pooled
+into one baseline as `edgepress gate --baseline a --baseline b ...` does, then ``--repeats``
 separate benchmarks of the same model (self-comparisons: every failing gate is a false alarm) and
 as many of a copy made slower on purpose (every passing gate is a missed regression), alternating
 so that the machine's drift hits both alike. Each of them is gated against the baseline twice:
@@ -9,11 +10,12 @@ and gate is the real `edgepress` command.
 
 The slower copy is the model plus a chain of fp32 MatMuls over the attention mask, widened to the
 hidden size, whose result is added to the logits times 1e-30 (so predictions do not change and no
-optimizer can drop the work). The chain's length is calibrated here so that batch 1 at one thread
-is about ``--slowdown`` slower; the gates print the slow-down they measured.
+optimizer can drop the work). The chain's length is calibrated here so that batch 1 at one thread,
+at ``--length`` tokens, is about ``--slowdown`` slower; the gates record the slow-down they measured.
 
     python benchmarks/gate_noise.py --reference runs/bbc-news/04-export/model.onnx \\
-        --model runs/gate-models/01-quantize/model_int8_dynamic.onnx --repeats 20
+        --model runs/gate-models/01-quantize/model_int8_dynamic.onnx --repeats 20 \\
+        --bench-args "--threads 1 --threads 2 --batch-size 8 --examples 32 --rounds 5"
 
 Prints every failing gate's table, a summary, and writes benchmarks/results/gate_noise.json.
 """
@@ -35,22 +37,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     args = parse_args()
+    if args.summarize:  # a saved result again, e.g. to read it per thread count
+        summary(json.loads(args.summarize.read_text())["gates"])
+        return
     out = args.output_dir
-    slower = args.slower_model or make_slower(args.model, args.slowdown, out / "slower")
-    bench(args, out / "baseline", args.model)
+    slower = args.slower_model or make_slower(args.model, args.slowdown, out / "slower", args.length)
+    baselines = [out / f"baseline-{i}" / "bench.json" for i in range(1, args.baseline_runs + 1)]
+    for path in baselines:
+        bench(args, path.parent, args.model)
     runs = []
     for i in range(1, args.repeats + 1):
         for kind, model in (("repeat", args.model), ("slower", slower)):
             bench(args, out / f"{kind}-{i}", model)
             runs.append((kind, out / f"{kind}-{i}"))
-    rows = [gate(args, out / "baseline" / "bench.json", folder / "bench.json", kind, ref) for kind, folder in runs for ref in (True, False)]
+    rows = [gate(args, baselines, folder / "bench.json", kind, ref) for kind, folder in runs for ref in (True, False)]
     counts = summary(rows)
     result = {
         "benchmark": "gate_noise",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "reference": str(args.reference), "model": str(args.model), "slower": str(slower), "slowdown_target": args.slowdown,
         "bench_args": args.bench_args, "max_latency_regression": args.max_latency_regression, "repeats": args.repeats,
-        "environment": json.loads((out / "baseline" / "bench.json").read_text())["environment"],
+        "baseline_runs": args.baseline_runs, "slowdown_length": args.length,
+        "environment": json.loads(baselines[0].read_text())["environment"],
         "counts": counts, "gates": rows,
     }  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +66,7 @@ def main() -> None:
     print(f"wrote {args.json}")
 
 
-def make_slower(model: Path, slowdown: float, folder: Path) -> Path:
+def make_slower(model: Path, slowdown: float, folder: Path, length: int) -> Path:
     """A copy of ``model`` (beside its tokenizer and config) that is about ``slowdown`` slower at batch 1:
     the chain's length is re-scaled by the measured slow-down until it is within a fifth of the target."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -67,11 +75,11 @@ def make_slower(model: Path, slowdown: float, folder: Path) -> Path:
     matmuls, measured = 4, 0.0
     for _ in range(4):
         slower = slow_down(model, folder / model.name, hidden, matmuls)
-        measured = batch1_ratio(model, slower) - 1
+        measured = batch1_ratio(model, slower, length) - 1
         if abs(measured - slowdown) <= slowdown / 5:
             break
         matmuls = max(1, round(matmuls * slowdown / max(measured, 1e-3)))
-    print(f"slower model: {matmuls} extra {hidden}x{hidden} MatMuls, batch 1 at 1 thread {100 * measured:+.1f}% "
+    print(f"slower model: {matmuls} extra {hidden}x{hidden} MatMuls, batch 1 at 1 thread and {length} tokens {100 * measured:+.1f}% "
           f"(target {100 * slowdown:+.0f}%)", flush=True)  # fmt: skip
     return slower
 
@@ -107,12 +115,12 @@ def slow_down(source: Path, target: Path, hidden: int, matmuls: int) -> Path:
     return target
 
 
-def batch1_ratio(model: Path, other: Path, texts: int = 16, rounds: int = 9) -> float:
-    """Median latency of ``other`` over ``model`` at batch 1, one thread, on token-length-64 inputs, interleaved."""
+def batch1_ratio(model: Path, other: Path, length: int, texts: int = 16, rounds: int = 9) -> float:
+    """Median latency of ``other`` over ``model`` at batch 1, one thread, on inputs of ``length`` tokens, interleaved."""
     from edgepress.bench import runner
 
     sessions = [runner.open_session(str(p), 1) for p in (model, other)]
-    example = {"input_ids": np.full((1, 64), 1000, np.int64), "attention_mask": np.ones((1, 64), np.int64)}
+    example = {"input_ids": np.full((1, length), 1000, np.int64), "attention_mask": np.ones((1, length), np.int64)}
     calls = {str(i): [lambda s=s: s.run(None, runner.feeds_for(s, example))] * texts for i, s in enumerate(sessions)}
     times = runner.time_interleaved(calls, rounds)
     return float(np.median(times["1"]) / np.median(times["0"]))
@@ -125,8 +133,8 @@ def bench(args: argparse.Namespace, out: Path, model: Path) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-def gate(args: argparse.Namespace, baseline: Path, current: Path, kind: str, reference: bool) -> dict:
-    command = [sys.executable, "-m", "edgepress", "gate", "--baseline", str(baseline), "--current", str(current),
+def gate(args: argparse.Namespace, baselines: list[Path], current: Path, kind: str, reference: bool) -> dict:
+    command = [sys.executable, "-m", "edgepress", "gate", *(a for b in baselines for a in ("--baseline", str(b))), "--current", str(current),
                "--max-latency-regression", args.max_latency_regression]  # fmt: skip
     command += ["--reference", "ref"] if reference else []
     done = subprocess.run(command, capture_output=True, text=True)
@@ -135,48 +143,63 @@ def gate(args: argparse.Namespace, baseline: Path, current: Path, kind: str, ref
         print(f"\n## {current.parent.name}, {'relative to ref' if reference else 'absolute ms'}: exit {done.returncode}\n{done.stdout}{done.stderr}")
     return {
         "current": current.parent.name, "kind": kind, "reference": "ref" if reference else None, "exit": done.returncode,
-        "expected_exit": expected, "latency_changes": changes(baseline, current, "ref" if reference else None, args),
+        "expected_exit": expected, "latency_changes": changes(baselines, current, "ref" if reference else None, args),
     }  # fmt: skip
 
 
-def changes(baseline: Path, current: Path, reference: str | None, args: argparse.Namespace) -> dict[str, dict]:
+def changes(baselines: list[Path], current: Path, reference: str | None, args: argparse.Namespace) -> dict[str, dict]:
     """Change of m's median round p50 (or ratio to ref) and the rank test's p, per case, as the gate computes them."""
-    from edgepress.bench.gate import Limits, compare, load_bench, parse_fraction
+    from edgepress.bench.gate import Limits, compare, load_bench, parse_fraction, pool_baselines
 
     limits = Limits(parse_fraction(args.max_latency_regression), 100.0)
-    result = compare(load_bench(baseline), load_bench(current), limits, reference)
+    pooled = pool_baselines([load_bench(b) for b in baselines], [str(b) for b in baselines])
+    result = compare(pooled, load_bench(current), limits, reference)
     return {c.what: {"change": round(c.change, 4), "p": round(c.p_value, 4), "status": c.status}
             for c in result.checks if c.artifact == "m" and c.p_value is not None}  # fmt: skip
 
 
 def summary(rows: list[dict]) -> dict[str, str]:
-    print(f"\n{'compared with':<14} {'normalized':<11} {'gates failed':>12}  goal   latency change of m over all cases (min .. median .. max)")
+    """Failed gates per comparison, and what they would be if only one thread count's checks counted."""
+    threads = sorted({k.split()[1] for r in rows for k in r["latency_changes"]}, key=lambda t: int(t[:-1]))
+    print(f"\n{'compared with':<14} {'normalized':<11} {'gates failed':>12}  goal   "
+          + "".join(f"{'on ' + t + ' alone':>12}" for t in threads) + "   latency change of m over all cases (min .. median .. max)")  # fmt: skip
     counts = {}
     for kind in ("repeat", "slower"):
         for reference in ("ref", None):
             group = [r for r in rows if r["kind"] == kind and r["reference"] == reference]
             values = sorted(v["change"] for r in group for v in r["latency_changes"].values())
-            failed = sum(r["exit"] != 0 for r in group)
             label = f"{kind}, {'by ref' if reference else 'absolute'}"
-            counts[label] = f"{failed}/{len(group)}"
+            counts[label] = f"{sum(r['exit'] != 0 for r in group)}/{len(group)}"
+            per_thread = [sum(_regressed(r, t) for r in group) for t in threads]
             goal = f"0/{len(group)}" if kind == "repeat" else f"{len(group)}/{len(group)}"
             spread = f"{100 * values[0]:+.1f}% .. {100 * values[len(values) // 2]:+.1f}% .. {100 * values[-1]:+.1f}%" if values else "-"
-            print(f"{kind:<14} {'by ref' if reference else 'no':<11} {counts[label]:>12}  {goal:<6} {spread}")
+            print(f"{kind:<14} {'by ref' if reference else 'no':<11} {counts[label]:>12}  {goal:<6} "
+                  + "".join(f"{f'{n}/{len(group)}':>12}" for n in per_thread) + f"   {spread}")  # fmt: skip
     return counts
+
+
+def _regressed(row: dict, threads: str) -> bool:
+    return any(v["status"] == "regressed" for k, v in row["latency_changes"].items() if k.split()[1] == threads)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, required=True, help="the fixed model every benchmark also times")
-    parser.add_argument("--model", type=Path, required=True, help="the model under test (beside its config and tokenizer)")
+    parser.add_argument("--reference", type=Path, help="the fixed model every benchmark also times")
+    parser.add_argument("--model", type=Path, help="the model under test (beside its config and tokenizer)")
+    parser.add_argument("--summarize", type=Path, help="print the summary of a result JSON this script wrote, and stop")
     parser.add_argument("--repeats", type=int, default=20, help="self-comparisons, and as many comparisons with the slower model")
+    parser.add_argument("--baseline-runs", type=int, default=3, help="separate benchmarks pooled into the baseline")
     parser.add_argument("--slowdown", type=float, default=0.2, help="how much slower the slowed copy is made (0.2: 20%%)")
+    parser.add_argument("--length", type=int, default=128, help="tokens per input when calibrating the slow-down (bench's max_seq_length)")
     parser.add_argument("--slower-model", type=Path, help="use this model as the slower one instead of making one")
     parser.add_argument("--bench-args", default="", help="more `edgepress bench` options, e.g. '--threads 1 --threads 2'")
     parser.add_argument("--max-latency-regression", default="10%")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "gate-noise")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "gate_noise.json")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not args.summarize and not (args.reference and args.model):
+        parser.error("--reference and --model are required (or --summarize FILE)")
+    return args
 
 
 if __name__ == "__main__":

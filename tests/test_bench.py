@@ -223,6 +223,35 @@ def test_too_few_rounds_cannot_be_compared(benched):
     assert checks and all(c.status == "not comparable" and "--rounds 4 or more" in c.note for c in checks)
 
 
+def test_pooled_baselines_count_the_run_to_run_spread_as_noise(benched, tmp_path):
+    """One baseline run that happened to be fast makes a normal run look 15% slower; pooled with
+    two other runs of the same state, that spread is noise, and the gate passes."""
+    quick = _scaled(_steady(benched[0]), 0.87)
+    usual = _steady(benched[0])
+    for path, document in (("a.json", quick), ("b.json", usual), ("c.json", _scaled(usual, 1.04)), ("cur.json", usual)):
+        (tmp_path / path).write_text(json.dumps(document))
+    one = runner.invoke(app, ["gate", "--baseline", str(tmp_path / "a.json"), "--current", str(tmp_path / "cur.json")])
+    assert one.exit_code == 1 and "regressed:" in one.output
+    pooled = [a for name in ("a", "b", "c") for a in ("--baseline", str(tmp_path / f"{name}.json"))]
+    result = runner.invoke(app, ["gate", *pooled, "--current", str(tmp_path / "cur.json")])
+    assert result.exit_code == 0, result.output
+    # the pooled rounds are every file's, in file order, for every artifact alike
+    from edgepress.bench.gate import pool_baselines
+
+    merged = pool_baselines([quick, usual], ["a", "b"])
+    rounds = merged["artifacts"][1]["latency"]["1"]["batch 1"]["round_p50_ms"]
+    assert rounds == quick["artifacts"][1]["latency"]["1"]["batch 1"]["round_p50_ms"] + usual["artifacts"][1]["latency"]["1"]["batch 1"]["round_p50_ms"]
+    # a slower model still fails against the pooled baseline
+    (tmp_path / "slow.json").write_text(json.dumps(_scaled(usual, 1.25, only="02-export/model.onnx")))
+    assert runner.invoke(app, ["gate", *pooled, "--current", str(tmp_path / "slow.json")]).exit_code == 1
+    # baselines benched unlike each other cannot be pooled
+    other = copy.deepcopy(usual)
+    other["settings"]["max_seq_length"] = 64
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    bad = runner.invoke(app, ["gate", "--baseline", str(tmp_path / "b.json"), "--baseline", str(tmp_path / "other.json"), "--current", str(tmp_path / "cur.json")])
+    assert bad.exit_code == 2 and "max_seq_length differ" in bad.output
+
+
 def test_gate_fails_an_accuracy_drop_a_missing_artifact_and_an_unmeasured_accuracy(benched, tmp_path):
     document = _steady(benched[0])
     current = copy.deepcopy(document)

@@ -103,3 +103,24 @@ def test_the_slowed_model_predicts_the_same_and_does_more_work(tmp_path, tiny_cl
     feeds = {"input_ids": np.arange(1, 25, dtype=np.int64).reshape(2, 12), "attention_mask": np.ones((2, 12), np.int64)}
     a, b = (ort.InferenceSession(str(p)).run(None, feeds)[0] for p in (source, slowed))
     assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_calibration_benchmark_compares_both_paddings(tmp_path, tiny_classifier, tiny_csv):
+    recipe = tiny_recipe(tmp_path, tiny_classifier, tiny_csv).model_dump(mode="json")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "result.json"
+    args = [
+        "--recipe", str(tmp_path / "recipe.yaml"), "--model", str(tiny_classifier), "--output-dir", str(tmp_path / "runs"),
+        "--json", str(out), "--methods", "minmax", "percentile", "--max-seq-length", "48", "--samples", "32",
+    ]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_lengths.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["padding"]) for r in rows] == [
+        ("minmax", "max_length"), ("minmax", "longest"), ("percentile", "max_length"), ("percentile", "longest"),
+    ]  # fmt: skip
+    assert all(0 <= r["test"] <= 1 and "static" in r["described"] for r in rows)
+    for padding in ("max_length", "longest"):
+        manifest = json.loads((tmp_path / "runs" / f"bench-calibration-minmax-{padding}" / "01-quantize" / "edgepress.json").read_text())
+        assert manifest["config"]["quantize"]["calibration_padding"] == padding
+    assert "agrees w/ fp32" in done.stdout

@@ -57,7 +57,7 @@ def bench(
 
 @reported
 def gate(
-    baseline: Path = typer.Option(..., help="bench.json of the accepted state (e.g. from the main branch)."),
+    baseline: list[Path] = typer.Option(..., help="bench.json of the accepted state (e.g. from the main branch); repeat it to pool several runs' rounds."),
     current: Path = typer.Option(..., help="bench.json of the change under test."),
     max_latency_regression: str = typer.Option("10%", help="Largest allowed p50 slow-down, e.g. 10%."),
     max_accuracy_drop: float = typer.Option(0.5, help="Largest allowed test-accuracy drop, in points."),
@@ -67,10 +67,11 @@ def gate(
     junit: Optional[Path] = typer.Option(None, help="Also write the checks as JUnit XML here."),
 ) -> None:
     """Exit 1 when the current benchmark is slower or less accurate than the baseline allows, or cannot be compared with it."""
-    from edgepress.bench.gate import Limits, compare, describe, junit as junit_xml, load_bench, parse_fraction
+    from edgepress.bench.gate import Limits, compare, describe, junit as junit_xml, load_bench, parse_fraction, pool_baselines
 
     limits = Limits(parse_fraction(max_latency_regression), max_accuracy_drop, significance, allow_missing)
-    result = compare(load_bench(baseline), load_bench(current), limits, reference)
+    accepted = pool_baselines([load_bench(path) for path in baseline], [str(path) for path in baseline])
+    result = compare(accepted, load_bench(current), limits, reference)
     _print_gate(result)
     if junit:
         junit.write_text(junit_xml(result.checks), encoding="utf-8")

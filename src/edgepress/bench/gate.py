@@ -80,6 +80,30 @@ def load_bench(path: Path) -> dict[str, Any]:
     return document
 
 
+def pool_baselines(documents: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Several benchmarks of the accepted state as one baseline: each case's per-round medians of
+    every file, concatenated in the same order for every artifact (so that per-round ratios to a
+    reference stay paired). The run-to-run spread of the machine then counts as noise, which the
+    rounds of a single run cannot show. The files must have been benched alike."""
+    first = documents[0]
+    keys = ("threads", "cases", "examples", "max_seq_length", "target")
+    for document, name in zip(documents[1:], names[1:]):
+        differs = [k for k in keys if document["settings"].get(k) != first["settings"].get(k)]
+        if differs or [a["name"] for a in document["artifacts"]] != [a["name"] for a in first["artifacts"]]:
+            what = ", ".join(differs) or "artifacts"
+            raise GateInputError(f"baseline {name} was benched unlike {names[0]} ({what} differ); pool only benchmarks made with one command")
+    pooled = json.loads(json.dumps(first))
+    for index, artifact in enumerate(pooled["artifacts"]):
+        for threads, cases in artifact["latency"].items():
+            for case, stats in cases.items():
+                stats["round_p50_ms"] = [v for d in documents for v in _round_values(d["artifacts"][index], threads, case)]
+    return pooled
+
+
+def _round_values(artifact: dict, threads: str, case: str) -> list[float]:
+    return list(artifact["latency"].get(threads, {}).get(case, {}).get("round_p50_ms") or [])
+
+
 def parse_fraction(text: str) -> float:
     """'10%' -> 0.10; a bare number is a fraction already ('0.1')."""
     try:
