@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from edgepress.cli_common import SetOption, given, reported
 from edgepress.cli_stages import DataOption, LabelColumnOption, TextColumnOption, TextPairColumnOption
+
+if TYPE_CHECKING:
+    from edgepress.bench.gate import GateResult
 
 
 @reported
@@ -85,7 +88,7 @@ def gate(
     typer.echo(f"gate passed: {len(result.checks) - skipped} checks compared" + (f", {skipped} not comparable (allowed)" if skipped else ""))
 
 
-def _print_gate(result) -> None:
+def _print_gate(result: "GateResult") -> None:
     from rich.console import Console
     from rich.table import Table
 

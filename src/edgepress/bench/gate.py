@@ -214,10 +214,10 @@ def _why_not_comparable(ctx: _Context, now: dict, threads: str, case: str) -> st
 
 def _rounds(entry: dict, threads: str, case: str, ref: Optional[dict]) -> list[float]:
     """Per-round medians of the artifact, each divided by the reference's of the same round."""
-    values = [float(v) for v in entry["latency"][threads][case].get("round_p50_ms") or []]
+    values = [float(v) for v in _round_values(entry, threads, case)]
     if ref is None:
         return values
-    ref_values = [float(v) for v in ref["latency"][threads][case].get("round_p50_ms") or []]
+    ref_values = [float(v) for v in _round_values(ref, threads, case)]
     if len(ref_values) != len(values) or not all(v > 0 for v in ref_values):
         return []
     return [v / r for v, r in zip(values, ref_values)]
