@@ -206,6 +206,18 @@ class PruneBudgetSection(Section):
     keep: float = Field(..., gt=0, lt=1, description="Fraction of the encoder's parameters (or FLOPs per token) to keep.")
 
 
+class VocabularySection(Section):
+    """Trim the vocabulary to the tokens the task uses: a step after the pruning steps (see the README)."""
+
+    trim: bool = Field(False, description="Keep only tokens seen in the training texts, special tokens and single characters.")
+    min_count: int = Field(
+        1, ge=1, description="Keep a seen token only if it occurs this often; above 1, rare training words split into shorter pieces."
+    )
+    max_accuracy_drop: float = Field(
+        1.0, ge=0, description="Largest validation-accuracy loss (points) the trimming may cost before the stage fails."
+    )
+
+
 class PruneSection(TrainingSection):
     """Structured pruning: heads, FFN neurons and whole layers are removed from the weight matrices,
     in steps, each followed by recovery through distillation. The training options are the recovery's."""
@@ -233,13 +245,19 @@ class PruneSection(TrainingSection):
         "was distilled from (from its edgepress.json), else the input.",
     )
     loss: DistillLossSection = Field(default_factory=DistillLossSection, description="Recovery loss terms (as in distill).")
+    vocabulary: VocabularySection = Field(default_factory=VocabularySection, description="Vocabulary trimming, after the steps.")
+
+    @property
+    def structural(self) -> bool:
+        """Whether heads, neurons or layers are removed (with recovery), not only the vocabulary."""
+        return bool(self.budget is not None or self.heads or self.ffn or self.drop_layers or self.drop_least_important_layers)
 
     @model_validator(mode="after")
     def _one_way_to_size(self) -> "PruneSection":
         if self.budget is not None and {"heads", "ffn"} & self.model_fields_set:
             raise ValueError("give heads/ffn fractions or a budget, not both")
-        if self.budget is None and not (self.heads or self.ffn or self.drop_layers or self.drop_least_important_layers):
-            raise ValueError("nothing to prune: set heads, ffn, drop_layers, drop_least_important_layers or budget")
+        if not (self.structural or self.vocabulary.trim):
+            raise ValueError("nothing to prune: set heads, ffn, drop_layers, drop_least_important_layers, budget or vocabulary.trim")
         if self.drop_layers and (sorted(set(self.drop_layers)) != self.drop_layers or min(self.drop_layers) < 0):
             raise ValueError("drop_layers must be distinct, increasing, non-negative layer indices, e.g. [1]")
         if self.loss.attention_weight > 0 and (self.heads or self.budget):

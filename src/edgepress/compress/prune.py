@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepress.compress import importance, surgery
+from edgepress.compress import importance, surgery, vocabulary
 from edgepress.compress.distill import projections_for, teacher_outputs_for, train_with_teacher
 from edgepress.compress.prune_plan import Baseline, Cut, plan_budget, plan_fractions
 from edgepress.compress.students import Student, layer_map
@@ -43,13 +43,8 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     rows = _train_rows(ctx)
     sample = importance.batches(tokenizer, _sample(rows, cfg.importance.samples, ctx.recipe.seed), seq, cfg.importance.batch_size)
     dropped = _drop_layers(model, sample, cfg)
-    teacher = Teacher(ctx, model, tokenizer, rows)
-    base = Baseline(
-        [v.num_heads for v in surgery.layers(model)],
-        surgery.layers(model)[0].ffn_size,
-        {"params": before["encoder_parameters"], "flops": before["encoder_flops_per_token"]},
-    )
-    steps = [_step(ctx, model, tokenizer, sample, base, teacher, k) for k in range(1, cfg.steps + 1)]
+    steps, source = _steps(ctx, model, tokenizer, rows, sample, before) if cfg.structural else ([], None)
+    tokenizer, trimmed = _trim_vocabulary(ctx, model, tokenizer, rows) if cfg.vocabulary.trim else (tokenizer, None)
     save_artifact(model, tokenizer, ctx.out_dir)
     _check_reload(model, ctx.out_dir, rows, seq)
     metrics = evaluate_torch(model, tokenizer, ctx.data, seq, batch_size=cfg.eval_batch_size)
@@ -63,7 +58,50 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
         "encoder_flops_ratio": round(after["encoder_flops_per_token"] / before["encoder_flops_per_token"], 4),
         "dropped_layers": dropped,
         "steps": steps,
-        "teacher": teacher.source,
+        "teacher": source,
+        "vocabulary": trimmed,
+    }
+
+
+def _steps(ctx: "StageContext", model, tokenizer, rows: dict[str, list], sample: list[dict], before: dict) -> tuple[list[dict], str]:
+    """Every pruning step, each with its recovery; returns their reports and the recovery teacher."""
+    teacher = Teacher(ctx, model, tokenizer, rows)
+    base = Baseline(
+        [v.num_heads for v in surgery.layers(model)],
+        surgery.layers(model)[0].ffn_size,
+        {"params": before["encoder_parameters"], "flops": before["encoder_flops_per_token"]},
+    )
+    return [_step(ctx, model, tokenizer, sample, base, teacher, k) for k in range(1, ctx.recipe.prune.steps + 1)], teacher.source
+
+
+def _trim_vocabulary(ctx: "StageContext", model, tokenizer, rows: dict[str, list]) -> tuple[Any, dict[str, Any]]:
+    """Keep the tokens the training texts use (vocabulary.py); fails if validation accuracy drops too far."""
+    cfg = ctx.recipe.prune.vocabulary
+    accuracy_before = _validation_accuracy(ctx, model, tokenizer)
+    params_before = model.num_parameters()
+    plan = vocabulary.plan(tokenizer, vocabulary.token_counts(tokenizer, rows), cfg.min_count)
+    trimmed = vocabulary.trimmed_tokenizer(tokenizer, plan.keep)
+    texts = rows["text"] + rows.get("text_pair", [])
+    checked = vocabulary.check_same_tokens(tokenizer, trimmed, texts) if cfg.min_count == 1 else 0
+    vocabulary.slice_embeddings(model, plan.keep)
+    accuracy_after = _validation_accuracy(ctx, model, trimmed)
+    drop = round(100 * (accuracy_before - accuracy_after), 2)
+    log.info(
+        "prune: vocabulary %d -> %d tokens, parameters %d -> %d; validation accuracy %.2f%% -> %.2f%%",
+        plan.before, len(plan.keep), params_before, model.num_parameters(), 100 * accuracy_before, 100 * accuracy_after,
+    )  # fmt: skip
+    if drop > cfg.max_accuracy_drop:
+        raise StageError(
+            f"vocabulary trimming cost {drop} validation-accuracy points (limit prune.vocabulary.max_accuracy_drop = "
+            f"{cfg.max_accuracy_drop}); lower prune.vocabulary.min_count, or set prune.vocabulary.trim to false"
+        )
+    return trimmed, {
+        **plan.report(cfg.min_count),
+        "parameters_before": params_before,
+        "parameters_after": model.num_parameters(),
+        "training_texts_same_tokens": checked,
+        "validation_accuracy_before": accuracy_before,
+        "validation_accuracy_after": accuracy_after,
     }
 
 
