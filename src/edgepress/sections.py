@@ -283,6 +283,9 @@ class ExportSection(Section):
     fp16: bool = Field(False, description="Also write model_fp16.onnx (fp16 weights and math, fp32 inputs/outputs) for GPUs.")
     fp16_atol: float = Field(2e-2, gt=0, description="Largest allowed logit difference for the fp16 graph.")
     mobile: bool = Field(True, description="Also write the ORT mobile format (.ort) and its required-operators config.")
+    with_tokenizer: bool = Field(
+        False, description="Also write model_optimized_with_tokenizer.onnx: text in, label and scores out (onnxruntime-extensions)."
+    )
     eval_batch_size: int = Field(64, gt=0, description="Batch size of the ONNX Runtime accuracy evaluation.")
 
     @model_validator(mode="after")
@@ -317,6 +320,9 @@ class QuantizeSection(Section):
         0.01, ge=0, lt=1, description="Largest allowed relative validation-accuracy drop against the fp32 ONNX model."
     )
     tune: bool = Field(True, description="When the configured variant misses the tolerance, try others (see the README).")
+    with_tokenizer: bool = Field(
+        False, description="Also write model_int8_<mode>_with_tokenizer.onnx: text in, label and scores out (onnxruntime-extensions)."
+    )
     max_trials: int = Field(8, gt=0, le=64, description="Configurations tried per variant, the configured one included.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (calibration: padded) to this many tokens.")
     eval_batch_size: int = Field(64, gt=0, description="Batch size of the accuracy evaluations.")

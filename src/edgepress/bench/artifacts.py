@@ -11,7 +11,11 @@ from edgepress.runs import read_manifest
 
 TORCH_STAGES = ("finetune", "distill", "prune")
 # fp16 graphs are for GPUs (the CPU provider runs most fp16 ops by casting), .ort files equal their .onnx
-ONNX_FILES = {"export": ("model.onnx", "model_optimized.onnx"), "quantize": ("model_int8_dynamic.onnx", "model_int8_static.onnx")}
+ONNX_FILES = {
+    "export": ("model.onnx", "model_optimized.onnx", "model_optimized_with_tokenizer.onnx"),
+    "quantize": ("model_int8_dynamic.onnx", "model_int8_static.onnx", "model_int8_dynamic_with_tokenizer.onnx", "model_int8_static_with_tokenizer.onnx"),
+}
+BUNDLE = "_with_tokenizer.onnx"
 
 
 @dataclass
@@ -60,6 +64,9 @@ def _stage_folders(run: Path) -> list[Path]:
 
 
 def _onnx_test(stage: str, name: str, metrics: dict[str, Any]) -> tuple[dict, str]:
+    if name.endswith(BUNDLE):  # its stage checked it gives the same predictions as the model without the tokenizer
+        test, source = _onnx_test(stage, name.replace(BUNDLE, ".onnx"), metrics)
+        return test, f"{source} (the same model without the tokenizer)"
     if stage == "quantize":
         variant = next((v for v in (metrics.get("variants") or {}).values() if v.get("file") == name), {})
         return variant.get("test") or {}, "quantize"

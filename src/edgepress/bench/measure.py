@@ -54,7 +54,9 @@ class Loaded:
         self.name = artifact.name + (" fp16" if half else "")
         self.cuda = cfg.target == "cuda"
         self.providers = cuda_providers(cfg.tensorrt) if self.cuda and artifact.kind == "onnx" else None
-        self.cases = encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
+        self.bundle = artifact.path.name.endswith("_with_tokenizer.onnx")
+        # a model with its tokenizer takes one raw text per call: it has the batch-1 case only
+        self.cases = {"batch 1": [{"text": np.array([t])} for t in rows["text"]]} if self.bundle else encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
         self.parameters = parameters_of(artifact)
         self.memory_mb: dict[int, Any] = {}
 
@@ -71,6 +73,11 @@ class Loaded:
 
     def _onnx(self, threads: int) -> tuple[Callable, Callable]:
         # session.run copies the outputs to host memory, so it returns when the GPU is done
+        if self.bundle:
+            from edgepress.export.bundle import open_bundle
+
+            session = open_bundle(self.artifact.path, threads)
+            return (lambda example: example), (lambda feeds: session.run(None, feeds))
         session = runner.open_session(str(self.artifact.path), threads, self.providers)
         return (lambda example: runner.feeds_for(session, example)), (lambda feeds: session.run(None, feeds))
 
@@ -160,10 +167,10 @@ def measure_all(artifacts: list[Artifact], rows: dict[str, list], cfg: "BenchSec
     for threads in thread_counts(cfg):
         calls = {item.name: item.calls(threads) for item in loaded}
         for case in case_names(cfg):
-            if not all(calls[name].get(case) for name in calls):
+            if not all(c.get(case) for c in calls.values() if case in c):
                 continue  # fewer texts than one batch of this size
             log.info("bench: %d thread(s), %s", threads, case)
-            times = runner.time_interleaved({name: c[case] for name, c in calls.items()}, cfg.rounds, cfg.warmup)
+            times = runner.time_interleaved({name: c[case] for name, c in calls.items() if case in c}, cfg.rounds, cfg.warmup)
             for name, values in times.items():
                 batch = int(case.split()[1])
                 latency[name].setdefault(str(threads), {})[case] = runner.statistics(values, cfg.rounds, batch * len(values))

@@ -23,6 +23,7 @@ import numpy as np
 from edgepress.compress.quant_configs import QuantConfig, first_config, resolve_target, settings_to_try
 from edgepress.compress.quant_search import Calibration, Reference, judge, quantize, sensitivity
 from edgepress.errors import ModelError, StageError
+from edgepress.export import bundle
 from edgepress.export.runtime import load_onnx, onnx_logits, op_counts, open_session
 from edgepress.metrics import classification_metrics
 from edgepress.models import check_folder_labels, resolve_source
@@ -67,6 +68,8 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
             shutil.move(Path(scratch) / f"{mode}-kept.onnx", final)
             variants[mode] = _describe(final, source, config, trials, tokenizer, test_rows, fp32_test, ctx)
             _log_variant(mode, variants[mode])
+            if cfg.with_tokenizer:  # the int8 model's own outputs are the reference: no tolerance beyond float noise
+                variants[mode]["with_tokenizer"] = bundle.write_for_stage(final, tokenizer, ctx.data, cfg.max_seq_length, 1e-4)
     first = next(iter(variants.values()))
     return {
         "target": target, "preset": asdict(preset), "source_folder": str(folder),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepress.errors import StageError
+from edgepress.export import bundle
 from edgepress.export.parity import check_parity, parity_cases, torch_references
 from edgepress.export.runtime import evaluate_onnx, load_onnx, op_counts, open_session
 from edgepress.export.variants import optimize_graph, write_fp16, write_ort_format
@@ -51,6 +52,8 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     if cfg.optimize:
         files.update(_variants(ctx.out_dir, model, cfg, checked))
         deployed = "model_optimized.onnx"
+    if cfg.with_tokenizer:
+        files[bundle.bundle_name(deployed)] = bundle.write_for_stage(ctx.out_dir / deployed, tokenizer, ctx.data, cfg.max_seq_length, cfg.atol)
     return {
         "exporter": exporter,
         "opset": cfg.opset,
