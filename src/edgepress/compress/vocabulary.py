@@ -63,7 +63,8 @@ def token_counts(tokenizer: "PreTrainedTokenizerFast", rows: dict[str, list], ba
         for column in ("text", "text_pair"):
             if column in rows:
                 texts = rows[column][start : start + batch]
-                for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+                # whole texts: every piece counts, even past the model's length (hence verbose=False)
+                for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
                     counts.update(ids)
     return counts
 
