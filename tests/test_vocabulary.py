@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from edgepress.cli import app
 from edgepress.compress import vocabulary
 from edgepress.errors import RecipeError, StageError
 from edgepress.pipeline import run_recipe
@@ -113,16 +115,20 @@ def test_a_language_model_head_and_a_bpe_tokenizer_are_refused(tmp_path):
 def test_the_prune_stage_trims_only_the_vocabulary(tmp_path, tiny_classifier, tiny_csv):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    recipe = prune_recipe(tmp_path, tiny_classifier, tiny_csv, heads=0, ffn=0, vocabulary={"trim": True})
-    (outcome,) = run_recipe(recipe)
-    metrics = outcome.manifest["metrics"]
+    result = CliRunner().invoke(app, [
+        "prune", "--model", str(tiny_classifier), "--data", str(tiny_csv), "--heads", "0", "--ffn", "0", "--trim-vocabulary",
+        "--max-seq-length", "24", "--output-dir", str(tmp_path), "--name", "trim",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "trim" / "01-prune"
+    metrics = json.loads((folder / "edgepress.json").read_text())["metrics"]
     report = metrics["vocabulary"]
     assert metrics["steps"] == [] and metrics["teacher"] is None
     # the tiny vocabulary is word-level: only 'unseen' and [MASK]'s neighbours that no text uses can go
     assert report["after"] == report["before"] - 1 and report["parameters_before"] - report["parameters_after"] == 32
     assert report["training_texts_same_tokens"] == 420 and report["validation_accuracy_after"] == report["validation_accuracy_before"]
-    tokenizer = AutoTokenizer.from_pretrained(outcome.folder)
-    model = AutoModelForSequenceClassification.from_pretrained(outcome.folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
     assert "unseen" not in tokenizer.get_vocab() and model.config.vocab_size == len(tokenizer) == report["after"]
     assert tokenizer.tokenize("goal unseen") == ["goal", "[UNK]"]
 

@@ -144,6 +144,10 @@ def prune(
     keep_flops: Optional[float] = typer.Option(None, help="Budget: keep this fraction of encoder FLOPs per token."),
     steps: Optional[int] = typer.Option(None, help="Pruning steps, each followed by recovery (default 2)."),
     teacher: Optional[str] = typer.Option(None, help="Recovery teacher folder, or 'input' (default: the input's own teacher)."),
+    trim_vocabulary: Optional[bool] = typer.Option(
+        None, "--trim-vocabulary/--no-trim-vocabulary", help="Keep only tokens the training texts use (plus specials, single characters)."
+    ),
+    min_count: Optional[int] = typer.Option(None, help="With --trim-vocabulary: keep tokens seen at least this often."),
     epochs: Optional[float] = typer.Option(None, help="Recovery epochs per step."),
     learning_rate: Optional[float] = LearningRateOption,
     batch_size: Optional[int] = BatchSizeOption,
@@ -173,6 +177,7 @@ def prune(
         "prune.drop_layers": _int_list(drop_layers, "--drop-layers"),
         "prune.drop_least_important_layers": drop_least_important_layers, "prune.budget": budget,
         "prune.steps": steps, "prune.teacher": teacher,
+        "prune.vocabulary.trim": trim_vocabulary, "prune.vocabulary.min_count": min_count,
         **_common_flags(
             "prune", data, (text_column, text_pair_column, label_column),
             (epochs, learning_rate, batch_size, max_seq_length), seed,
@@ -194,6 +199,9 @@ def export(
     optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize", help="Write the fused graph too (default on)."),
     fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help="Write an fp16 graph for GPUs (default off)."),
     mobile: Optional[bool] = typer.Option(None, "--mobile/--no-mobile", help="Write the ORT mobile format (default on)."),
+    with_tokenizer: Optional[bool] = typer.Option(
+        None, "--with-tokenizer/--no-with-tokenizer", help="Also write a copy with the tokenizer inside: text in, label out."
+    ),
     max_seq_length: Optional[int] = MaxSeqLengthOption,
     allow_pickle: bool = AllowPickleOption,
     trust_remote_code: bool = TrustRemoteCodeOption,
@@ -212,7 +220,7 @@ def export(
         "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
         "model.allow_pickle": allow_pickle or None, "model.trust_remote_code": trust_remote_code or None,
         "export.exporter": exporter, "export.opset": opset, "export.atol": atol, "export.optimize": optimize,
-        "export.fp16": fp16, "export.mobile": mobile, "export.max_seq_length": max_seq_length,
+        "export.fp16": fp16, "export.mobile": mobile, "export.max_seq_length": max_seq_length, "export.with_tokenizer": with_tokenizer,
     }  # fmt: skip
     execute(load_recipe(recipe, overrides, given(flags)), force)
 
@@ -235,6 +243,9 @@ def quantize(
     tune: Optional[bool] = typer.Option(None, "--tune/--no-tune", help="Search settings when the first misses the tolerance."),
     exclude_op_type: Optional[list[str]] = typer.Option(None, help="Op type kept in fp32 (repeatable)."),
     exclude_node: Optional[list[str]] = typer.Option(None, help="Node name kept in fp32 (repeatable)."),
+    with_tokenizer: Optional[bool] = typer.Option(
+        None, "--with-tokenizer/--no-with-tokenizer", help="Also write a copy with the tokenizer inside: text in, label out."
+    ),
     max_seq_length: Optional[int] = MaxSeqLengthOption,
     recipe: Optional[Path] = RecipeOption,
     overrides: Optional[list[str]] = SetOption,
@@ -254,5 +265,6 @@ def quantize(
         "quantize.format": quant_format, "quantize.per_channel": per_channel, "quantize.tolerance": tolerance,
         "quantize.tune": tune, "quantize.exclude_op_types": exclude_op_type or None,
         "quantize.exclude_nodes": exclude_node or None, "quantize.max_seq_length": max_seq_length,
+        "quantize.with_tokenizer": with_tokenizer,
     }  # fmt: skip
     execute(load_recipe(recipe, overrides, given(flags)), force)
