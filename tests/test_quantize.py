@@ -180,3 +180,36 @@ def test_quantize_command_on_an_export_folder(tmp_path, quantized, tiny_csv):
     manifest = json.loads((tmp_path / "quantize" / "01-quantize" / "edgepress.json").read_text())
     assert list(manifest["metrics"]["variants"]) == ["dynamic"]
     assert "quantize: test accuracy" in result.stdout
+
+
+def test_a_histogram_method_that_cannot_calibrate_is_a_failed_trial_not_a_crash(quantized, tmp_path):
+    """ONNX Runtime's histogram collector (np.histogram) refuses a tensor whose values span too narrow a
+    range for their size; here 1e8 + token ids in float32. The search records it and goes on."""
+    from onnx import TensorProto, helper
+    from transformers import AutoTokenizer
+
+    from edgepress.compress.quant_search import Calibration, CalibrationError, quantize
+
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["ids", "offset"], ["shifted"]),
+        helper.make_node("Unsqueeze", ["shifted", "axis"], ["column"]),
+        helper.make_node("MatMul", ["column", "weight"], ["per_token"]),
+        helper.make_node("ReduceMean", ["per_token", "axis_1"], ["logits"], keepdims=0),
+    ]
+    constants = [
+        helper.make_tensor("offset", TensorProto.FLOAT, [], [1e8]), helper.make_tensor("axis", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("weight", TensorProto.FLOAT, [1, 3], [0.1, 0.2, 0.3]), helper.make_tensor("axis_1", TensorProto.INT64, [1], [1]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "narrow", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3])], constants,
+    )  # fmt: skip
+    source = tmp_path / "narrow.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(source))
+    tokenizer = AutoTokenizer.from_pretrained(quantized[1].folder)
+    calibration = Calibration(tokenizer, {"text": ["w1 goal w9 w30", "w3 vote w4 w5 w6", "chip w39"] * 4}, 24, batch=3)
+    minmax = first_config("static", QuantizeSection(), PRESETS["avx2"])
+    quantize(minmax, source, tmp_path / "minmax.onnx", calibration)  # min/max needs no bins: fine
+    with pytest.raises(CalibrationError, match="percentile calibration failed on this model: Too many bins"):
+        quantize(replace(minmax, calibration_method="percentile"), source, tmp_path / "percentile.onnx", calibration)

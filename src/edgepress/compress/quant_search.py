@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgepress.compress.quant_configs import QuantConfig
+from edgepress.errors import StageError
 from edgepress.export.runtime import feeds, onnx_logits, open_session, quiet_onnxruntime
 
 if TYPE_CHECKING:
@@ -99,12 +100,23 @@ def quantize(
     common["op_types_to_quantize"] = [op for op in registry if op not in config.excluded_op_types]
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     names = [i.name for i in open_session(source).get_inputs()]
-    with quiet_onnxruntime():
-        quantize_static(
-                str(source), str(target), calibration.reader(names, one_shape=config.calibration_method != "minmax"), quant_format=getattr(QuantFormat, config.format),
-            activation_type=types[config.activation_type], calibrate_method=methods[config.calibration_method],
-            calibration_cache_path=str(cache) if cache else None, **common,
-        )  # fmt: skip
+    try:
+        with quiet_onnxruntime():
+            quantize_static(
+                str(source), str(target), calibration.reader(names, one_shape=config.calibration_method != "minmax"),
+                quant_format=getattr(QuantFormat, config.format), activation_type=types[config.activation_type],
+                calibrate_method=methods[config.calibration_method], calibration_cache_path=str(cache) if cache else None, **common,
+            )  # fmt: skip
+    except ValueError as exc:
+        if config.calibration_method == "minmax":
+            raise
+        # ONNX Runtime's histogram collector calls np.histogram, which refuses a tensor whose values
+        # span too narrow a range (relative to their size) for 2048 distinct bins
+        raise CalibrationError(f"{config.calibration_method} calibration failed on this model: {exc}") from exc
+
+
+class CalibrationError(StageError):
+    """A histogram calibration method cannot calibrate this model; the search tries the next setting."""
 
 
 def judge(path: Path, tokenizer, reference: Reference, max_length: int, batch_size: int, tolerance: float) -> dict:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgepress.compress.quant_configs import QuantConfig, first_config, resolve_target, settings_to_try
-from edgepress.compress.quant_search import Calibration, Reference, judge, quantize, sensitivity
+from edgepress.compress.quant_search import Calibration, CalibrationError, Reference, judge, quantize, sensitivity
 from edgepress.errors import ModelError, StageError
 from edgepress.export import bundle
 from edgepress.export.runtime import load_onnx, onnx_logits, op_counts, open_session
@@ -88,7 +88,13 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
 
     def attempt(config: QuantConfig) -> bool:
         path = work / f"{mode}-trial.onnx"
-        quantize(config, source, path, calibration, _cache(work, config))
+        try:
+            quantize(config, source, path, calibration, _cache(work, config))
+        except CalibrationError as exc:
+            trials.append({"config": config.to_json(), "described": config.describe(), "error": str(exc), "val_accuracy": None,
+                           "collapsed": False, "within_tolerance": False})  # fmt: skip
+            log.warning("int8 %s, %s: %s", mode, config.describe(), exc)
+            return False
         trial = {"config": config.to_json(), "described": config.describe(), **judge(
             path, tokenizer, reference, cfg.max_seq_length, cfg.eval_batch_size, cfg.tolerance)}  # fmt: skip
         trials.append(trial)
@@ -103,7 +109,7 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
         if attempt(config):
             return config, trials
     if cfg.tune and len(trials) < cfg.max_trials:
-        best = max(trials, key=lambda t: t["val_accuracy"])
+        best = max((t for t in trials if t["val_accuracy"] is not None), key=lambda t: t["val_accuracy"])
         base = next(c for c in settings if c.to_json() == best["config"])
         ranked = [name for name, _ in sensitivity(base, source, work, tokenizer, reference, cfg.max_seq_length, calibration, _cache(work, base))]
         count = 1
@@ -117,8 +123,10 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
 
 def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: float, tuned: bool) -> str:
     tried = "; ".join(
-        f"{t['described']}: {100 * t['val_accuracy']:.2f}%{' (collapsed)' if t['collapsed'] else ''}" for t in trials
-    )
+        f"{t['described']}: " + (
+            "calibration failed" if t["val_accuracy"] is None else f"{100 * t['val_accuracy']:.2f}%{' (collapsed)' if t['collapsed'] else ''}"
+        ) for t in trials
+    )  # fmt: skip
     hint = "raise quantize.tolerance, exclude op types (quantize.exclude_op_types), or turn this variant off"
     if not tuned:
         hint = "turn on quantize.tune to search other settings, or " + hint
