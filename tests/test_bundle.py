@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_schema_valid
 from edgepress.cli import app
 from edgepress.errors import StageError
 from edgepress.export import bundle
@@ -91,7 +92,9 @@ def test_bench_times_the_bundle_at_batch_one(exported, tiny_csv, tmp_path):
         "--threads", "1", "--examples", "8", "--rounds", "2", "--batch-size", "4", "--max-seq-length", "24", "--output", str(tmp_path),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    rows = {r["name"]: r for r in json.loads((tmp_path / "bench.json").read_text())["artifacts"]}
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert_schema_valid(document, "bench")
+    rows = {r["name"]: r for r in document["artifacts"]}
     assert list(rows["bundle"]["latency"]["1"]) == ["batch 1"]
     assert set(rows["plain"]["latency"]["1"]) == {"batch 1", "batch 4 x 24"}
     assert rows["bundle"]["test"]["accuracy"] == rows["plain"]["test"]["accuracy"]
