@@ -144,8 +144,8 @@ def check_same_tokens(before: "PreTrainedTokenizerFast", after: "PreTrainedToken
     texts = list(texts)
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        old = before(chunk, add_special_tokens=True)["input_ids"]
-        new = after(chunk, add_special_tokens=True)["input_ids"]
+        old = before(chunk, verbose=False)["input_ids"]
+        new = after(chunk, verbose=False)["input_ids"]
         for text, a, b in zip(chunk, old, new):
             if before.convert_ids_to_tokens(a) != after.convert_ids_to_tokens(b):
                 raise StageError(f"the trimmed tokenizer splits a training text differently ({text[:60]!r}); this is a bug, please report it")
