@@ -124,3 +124,38 @@ def test_calibration_benchmark_compares_both_paddings(tmp_path, tiny_classifier,
         manifest = json.loads((tmp_path / "runs" / f"bench-calibration-minmax-{padding}" / "01-quantize" / "edgepress.json").read_text())
         assert manifest["config"]["quantize"]["calibration_padding"] == padding
     assert "agrees w/ fp32" in done.stdout
+
+
+def test_sst2_headline_benchmarks_edgepress_and_the_usual_path_in_one_run(tmp_path, tiny_bert):
+    """benchmarks/sst2/run.py on a tiny SST-2-shaped folder: every model of the comparison in one bench
+    run, the ratios computed from that run's numbers, and the dev table of the recipe's models."""
+    from conftest import synthetic_rows, write_rows
+
+    data = tmp_path / "sst2"
+    for name, count, seed in (("train", 300, 0), ("dev", 60, 1), ("test", 40, 2)):
+        rows = [{"sentence": r["text"], "label": r["label"]} for r in synthetic_rows(count, seed)]
+        write_rows(data / f"{name}.tsv", rows)
+    recipe = yaml.safe_load((ROOT / "benchmarks" / "sst2" / "recipe.yaml").read_text())
+    recipe["model"]["name_or_path"] = str(tiny_bert)
+    recipe["data"]["max_train_samples"] = None
+    recipe["finetune"].update(learning_rate=2e-3, epochs=8, batch_size=16, freeze_embeddings=False)
+    recipe["distill"].update(learning_rate=2e-3, epochs=2, student={"from_teacher": True, "num_layers": 1})
+    recipe["prune"].update(learning_rate=2e-3, epochs=1, batch_size=16, heads=0.5, ffn=0.5, steps=1, importance={"samples": 64})
+    recipe["quantize"]["tolerance"] = 0.5
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "sst2.json"
+    args = [str(data), "--recipe", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "runs"),
+            "--examples", "40", "--rounds", "2", "--json", str(out)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sst2" / "run.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    assert {"teacher torch fp32", "teacher ORT fp32", "usual path int8", "edgepress dynamic", "edgepress dynamic + tokenizer"} <= set(rows)
+    chosen, usual = rows[result["chosen"]], rows["usual path int8"]
+    assert result["ratios"]["speedup_vs_usual"]["1"] == round(usual["p50_ms_batch1"]["1"] / chosen["p50_ms_batch1"]["1"], 2)
+    assert result["ratios"]["size_ratio_vs_onnx"] == round(rows["teacher ORT fp32"]["bytes"] / chosen["bytes"], 2)
+    assert rows["edgepress dynamic + tokenizer"]["sequences_per_s_batch32"]["1"] is None  # batch 1 only
+    assert set(result["met"]) == {"accuracy", "speedup_vs_torch", "speedup_vs_usual", "size", "time"}
+    assert [r["model"] for r in result["dev"]][:3] == ["01-finetune", "02-distill", "03-prune"]
+    assert any(r["model"].startswith("  vocabulary ") for r in result["dev"])
+    assert "against the targets" in done.stdout and "dev.tsv accuracy" in done.stdout

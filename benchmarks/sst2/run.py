@@ -175,7 +175,7 @@ def dev_table(stages: dict[str, Path]) -> list[dict]:
                      for name, v in metrics["variants"].items()]  # fmt: skip
             continue
         rows.append({"model": f"{folder.name}", "dev_accuracy": metrics["validation"]["accuracy"], "test_accuracy": metrics["test"]["accuracy"],
-                     "parameters": metrics.get("parameters") or (metrics.get("after") or {}).get("parameters")})  # fmt: skip
+                     "parameters": _parameters(metrics)})  # fmt: skip
         if stage == "prune":
             for step in metrics["steps"]:
                 rows.append({"model": f"  prune step {step['step']}", "dev_accuracy": step["validation_accuracy_after_recovery"], "parameters": step["parameters"]})
@@ -183,6 +183,11 @@ def dev_table(stages: dict[str, Path]) -> list[dict]:
                 v = metrics["vocabulary"]
                 rows.append({"model": f"  vocabulary {v['before']} -> {v['after']}", "dev_accuracy": v["validation_accuracy_after"], "parameters": v["parameters_after"]})
     return rows
+
+
+def _parameters(metrics: dict) -> int | None:
+    """finetune and export record ``parameters``, prune ``after``, distill ``student``."""
+    return metrics.get("parameters") or (metrics.get("after") or {}).get("parameters") or (metrics.get("student") or {}).get("parameters")
 
 
 def print_result(result: dict) -> None:
