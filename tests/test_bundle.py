@@ -74,13 +74,11 @@ def test_a_bundle_that_disagrees_fails_the_check(exported, tmp_path):
 
     folder = exported.folder.parent / "01-export"
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = onnx.load(str(folder / "model_optimized.onnx"))
     wrong = tmp_path / "wrong.onnx"
     built = bundle.build(folder / "model_optimized.onnx", tokenizer, ["a", "b", "c"], 24)
     tokenizer_node = next(n for n in built.graph.node if n.op_type == "BertTokenizer")
     next(a for a in tokenizer_node.attribute if a.name == "do_lower_case").i = 0
     onnx.save(built, str(wrong))
-    assert len(model.graph.input) >= 2
     with pytest.raises(StageError, match="disagrees with the tokenizer \\+ model pipeline"):
         bundle.check(wrong, folder / "model_optimized.onnx", tokenizer, ["VOTE w3 Party", "CHIP code"], 24, 1e-4)
 
