@@ -1,0 +1,68 @@
+"""The search space (issue 16, first part): paths checked against the recipe, domains validated as
+recipe values, Optuna's draws turned into valid recipes."""
+
+import optuna
+import pytest
+
+from edgepress.errors import RecipeError
+from edgepress.search.space import grid, grid_points, parse_space, suggest, trial_recipe
+
+BASE = {"name": "s", "stages": ["distill", "prune"], "model": {"name_or_path": "m"}, "data": {"source": "d.csv"}}
+SPACE = {
+    "distill.student.num_layers": [1, 2, 3],
+    "prune.heads": {"low": 0.0, "high": 0.5, "step": 0.25},
+    "prune.vocabulary.trim": [True, False],
+    "prune.steps": {"low": 1, "high": 3},
+    "distill.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
+    "distill.loss": [{"hard_weight": 1.0, "soft_weight": 0.0}, {"hard_weight": 0.5, "soft_weight": 0.5, "temperature": 4.0}],
+}
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"prune.head": [0.5]}, r"prune.head is not a recipe value \(prune.head unknown; known here: .*heads"),
+        ({"distill.student.layer_count": [1]}, r"distill.student.layer_count unknown"),
+        ({"prune.heads.low": [1]}, r"prune.heads.low unknown; known here: none: it is a value"),
+        ({"stages": [["prune"]]}, "stages is set by the search itself"),
+        ({"prune.heads": []}, "prune.heads: give at least one value"),
+        ({"prune.heads": {"low": 0.5, "high": 0.25}}, r"prune.heads: low \(0.5\) must be below high"),
+        ({"prune.heads": [0.5, 1.5]}, r"prune.heads = 1.5 is not a valid recipe value: .*less than 1"),
+        ({"distill.learning_rate": {"low": 0.0, "high": 1e-3, "log": True}}, "log needs low > 0"),
+    ],
+)
+def test_a_bad_space_is_one_error_that_names_the_path(params, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_space(params, BASE)
+
+
+def test_optuna_draws_become_valid_recipes_within_the_domains():
+    space = parse_space(SPACE, BASE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        values = suggest(trial, space)
+        recipe = trial_recipe(BASE, values)
+        assert recipe.distill.student.num_layers in (1, 2, 3) and recipe.prune.heads in (0.0, 0.25, 0.5)
+        assert 1e-5 <= recipe.distill.learning_rate <= 1e-3 and isinstance(recipe.distill.student.num_layers, int)
+        assert isinstance(values["prune.steps"], int) and 1 <= recipe.prune.steps <= 3  # integer ends: integers
+        assert recipe.distill.loss.temperature in (2.0, 4.0) and recipe.distill.loss.hard_weight in (1.0, 0.5)
+        seen.add((recipe.prune.vocabulary.trim, recipe.distill.loss.temperature))
+        study.tell(trial, 0.0)
+    assert len(seen) == 4  # booleans and whole sections are drawn like any choice
+
+
+def test_the_grid_is_every_combination():
+    space = parse_space({k: v for k, v in SPACE.items() if k not in ("distill.learning_rate", "prune.steps")}, BASE)
+    assert grid(space)["prune.heads"] == [0.0, 0.25, 0.5]
+    points = grid_points(space)
+    assert len(points) == 3 * 3 * 2 * 2 and len({repr(sorted(p.items(), key=str)) for p in points}) == len(points)
+    with pytest.raises(RecipeError, match="grid sampler needs a step"):
+        grid(parse_space({"distill.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, BASE))
+
+
+def test_a_combination_the_recipe_refuses_is_a_recipe_error():
+    """Each value is valid alone; together, a budget and explicit fractions are refused by the prune section."""
+    with pytest.raises(RecipeError, match="give heads/ffn fractions or a budget, not both"):
+        trial_recipe(BASE, {"prune.heads": 0.25, "prune.budget": {"metric": "flops", "keep": 0.5}})
