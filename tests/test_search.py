@@ -66,3 +66,30 @@ def test_a_combination_the_recipe_refuses_is_a_recipe_error():
     """Each value is valid alone; together, a budget and explicit fractions are refused by the prune section."""
     with pytest.raises(RecipeError, match="give heads/ffn fractions or a budget, not both"):
         trial_recipe(BASE, {"prune.heads": 0.25, "prune.budget": {"metric": "flops", "keep": 0.5}})
+
+
+def test_recipes_that_share_a_prefix_of_stages_share_its_folders(tmp_path, tiny_classifier, tiny_csv):
+    """Placed by fingerprint, a stage that an earlier recipe already produced with the same config and
+    inputs is reused, not re-run; what differs after it runs (how a search's trials stay cheap)."""
+    from edgepress.pipeline import run_recipe
+
+    base = {
+        "name": "search", "output_dir": str(tmp_path / "runs"), "stages": ["prune", "export"],
+        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
+        "prune": {"heads": 0, "ffn": 0, "vocabulary": {"trim": True}, "max_seq_length": 24},
+        "export": {"max_seq_length": 24, "mobile": False},
+    }  # fmt: skip
+    store = tmp_path / "store"
+
+    def place(index: int, stage: str, fingerprint: str):
+        return store / f"{stage}-{fingerprint[:16]}"
+
+    first = run_recipe(trial_recipe(base, {"export.optimize": True}), place=place)
+    second = run_recipe(trial_recipe(base, {"export.optimize": False}), place=place)
+    again = run_recipe(trial_recipe(base, {"export.optimize": True}), place=place)
+    assert [o.skipped for o in first] == [False, False]
+    assert [o.skipped for o in second] == [True, False] and second[0].folder == first[0].folder
+    assert [o.skipped for o in again] == [True, True] and again[1].folder == first[1].folder
+    assert second[1].folder != first[1].folder and (first[1].folder / "model_optimized.onnx").is_file()
+    assert not (second[1].folder / "model_optimized.onnx").exists()
+    assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["export", "export", "prune"]

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgepress.data import SplitData, load_data
 from edgepress.models import is_local, resolve_source
@@ -48,7 +48,14 @@ class StageOutcome:
     skipped: bool
 
 
-def run_recipe(recipe: Recipe, force: bool = False) -> list[StageOutcome]:
+# where a stage's artifact lives: (position in the recipe, stage name, fingerprint) -> folder
+Placement = Callable[[int, str, str], Path]
+
+
+def run_recipe(recipe: Recipe, force: bool = False, place: Placement | None = None) -> list[StageOutcome]:
+    """Run (or resume) the recipe's stages in order. ``place`` puts each stage's folder elsewhere
+    than ``NN-stage`` in the run folder: keyed by fingerprint, the folders of many recipes that
+    share a prefix of stages are shared, so each is computed once (what a search needs)."""
     run = RunFolder(Path(recipe.output_dir) / recipe.name)
     data = load_data(recipe.data)
     log.info("data %s: %s", recipe.data.source, data.describe())
@@ -57,10 +64,10 @@ def run_recipe(recipe: Recipe, force: bool = False) -> list[StageOutcome]:
     source_hash = _source_hash(source, recipe)
     outcomes = []
     for index, name in enumerate(recipe.stages, start=1):
-        folder = run.stage_dir(index, name)
         config = stage_config(recipe, name, reads_model_section=index == 1)
         inputs = {"model": source_hash, "data": data.fingerprint, **environment_facts(recipe, name)}
         expected = fingerprint(name, config, inputs)
+        folder = place(index, name, expected) if place else run.stage_dir(index, name)
         manifest = None if force else current_manifest(folder, expected)
         skipped = manifest is not None
         if skipped:

@@ -103,9 +103,10 @@ class RunFolder:
 
     @contextlib.contextmanager
     def staging(self, final: Path) -> Iterator[Path]:
-        """Yield an empty temporary folder; on success it replaces ``final``, on error it is removed."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        partial = self.root / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+        """Yield an empty temporary folder beside ``final`` (so that the rename stays on one file
+        system); on success it replaces ``final``, on error it is removed."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
         partial.mkdir()
         try:
             yield partial
