@@ -93,3 +93,41 @@ def test_recipes_that_share_a_prefix_of_stages_share_its_folders(tmp_path, tiny_
     assert second[1].folder != first[1].folder and (first[1].folder / "model_optimized.onnx").is_file()
     assert not (second[1].folder / "model_optimized.onnx").exists()
     assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["export", "export", "prune"]
+
+
+def test_a_study_resumes_reuses_stages_and_keeps_the_feasible_front(tmp_path, tiny_classifier, tiny_csv):
+    from edgepress.search.study import Plan, feasible_front, run_study
+
+    base = {
+        "name": "study", "output_dir": str(tmp_path / "runs"), "stages": ["prune", "export"],
+        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
+        "prune": {"heads": 0, "ffn": 0, "vocabulary": {"trim": True}, "max_seq_length": 24},
+        "export": {"max_seq_length": 24, "mobile": False},
+    }  # fmt: skip
+    space = parse_space({"prune.vocabulary.min_count": [1, 10**6], "export.optimize": [True, False]}, base)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    grid_sampler = optuna.samplers.GridSampler(grid(space), seed=0)
+    plan = Plan(objectives=("accuracy", "size_mb"), trials=2)
+    first = run_study(base, space, plan, storage, sampler=grid_sampler)
+    assert len(first.trials) == 2
+    # "killed" after two trials: the same call with the full count runs only the two missing
+    study = run_study(base, space, Plan(objectives=("accuracy", "size_mb"), trials=4), storage, sampler=grid_sampler)
+    assert len(study.trials) == 4 and {tuple(sorted(t.params.items())) for t in study.trials} == {
+        tuple(sorted(p.items())) for p in grid_points(space)
+    }
+    store = tmp_path / "runs" / "study" / "stages"
+    # min_count 10**6 keeps no word: the stage fails (accuracy check), so that trial fails, the study goes on
+    kinds = sorted(p.name.split("-")[0] for p in store.iterdir() if not p.name.startswith("."))
+    assert kinds == ["export", "export", "prune"]
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 2 and all(t.params["prune.vocabulary.min_count"] == 10**6 for t in failed)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sum(t.user_attrs["reused_stages"] for t in complete) == 1  # the second export reused the prune
+    # brute force over the completed trials: maximize accuracy, minimize size
+    front = [t for t in complete if not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in complete)]
+    assert {t.number for t in feasible_front(study)} == {t.number for t in front}
+    limited = run_study(
+        {**base, "name": "limited"}, space, Plan(objectives=("accuracy", "size_mb"), limits=(("size_mb", min(t.values[1] for t in complete) + 1e-9),), trials=4),
+        storage, sampler=optuna.samplers.GridSampler(grid(space), seed=0),
+    )  # fmt: skip
+    assert [t.values[1] for t in feasible_front(limited)] == [min(t.values[1] for t in complete)]
