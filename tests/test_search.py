@@ -18,6 +18,16 @@ SPACE = {
 }
 
 
+def trim_and_export(tmp_path, model, data, name: str) -> dict:
+    """A raw recipe that runs in seconds on the tiny classifier: trim the vocabulary only, then export."""
+    return {
+        "name": name, "output_dir": str(tmp_path / "runs"), "stages": ["prune", "export"],
+        "model": {"name_or_path": str(model)}, "data": {"source": str(data)},
+        "prune": {"heads": 0, "ffn": 0, "vocabulary": {"trim": True}, "max_seq_length": 24},
+        "export": {"max_seq_length": 24, "mobile": False},
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -73,12 +83,7 @@ def test_recipes_that_share_a_prefix_of_stages_share_its_folders(tmp_path, tiny_
     inputs is reused, not re-run; what differs after it runs (how a search's trials stay cheap)."""
     from edgepress.pipeline import run_recipe
 
-    base = {
-        "name": "search", "output_dir": str(tmp_path / "runs"), "stages": ["prune", "export"],
-        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
-        "prune": {"heads": 0, "ffn": 0, "vocabulary": {"trim": True}, "max_seq_length": 24},
-        "export": {"max_seq_length": 24, "mobile": False},
-    }  # fmt: skip
+    base = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "search")
     store = tmp_path / "store"
 
     def place(index: int, stage: str, fingerprint: str):
@@ -98,12 +103,7 @@ def test_recipes_that_share_a_prefix_of_stages_share_its_folders(tmp_path, tiny_
 def test_a_study_resumes_reuses_stages_and_keeps_the_feasible_front(tmp_path, tiny_classifier, tiny_csv):
     from edgepress.search.study import Plan, feasible_front, run_study
 
-    base = {
-        "name": "study", "output_dir": str(tmp_path / "runs"), "stages": ["prune", "export"],
-        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
-        "prune": {"heads": 0, "ffn": 0, "vocabulary": {"trim": True}, "max_seq_length": 24},
-        "export": {"max_seq_length": 24, "mobile": False},
-    }  # fmt: skip
+    base = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "study")
     space = parse_space({"prune.vocabulary.min_count": [1, 10**6], "export.optimize": [True, False]}, base)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     grid_sampler = optuna.samplers.GridSampler(grid(space), seed=0)
