@@ -4,7 +4,7 @@ recipe values, Optuna's draws turned into valid recipes."""
 import optuna
 import pytest
 
-from edgepress.errors import RecipeError
+from edgepress.errors import EdgepressError, RecipeError
 from edgepress.search.space import grid, grid_points, parse_space, suggest, trial_recipe
 
 BASE = {"name": "s", "stages": ["distill", "prune"], "model": {"name_or_path": "m"}, "data": {"source": "d.csv"}}
@@ -131,3 +131,32 @@ def test_a_study_resumes_reuses_stages_and_keeps_the_feasible_front(tmp_path, ti
         storage, sampler=optuna.samplers.GridSampler(grid(space), seed=0),
     )  # fmt: skip
     assert [t.values[1] for t in feasible_front(limited)] == [min(t.values[1] for t in complete)]
+
+
+def test_trial_latency_is_a_ratio_to_the_reference_recorded_with_the_study(tmp_path, tiny_classifier, tiny_csv):
+    from edgepress.search.latency import ReferenceTimer
+    from edgepress.search.study import Plan, run_study
+
+    base = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "timed")
+    (reference,) = [o for o in run_raw(base) if o.stage == "export"]
+    texts = ["goal w1 w2 team", "vote w3 party w4 w5 w6", "chip code w7"] * 4
+    timer = ReferenceTimer(reference.folder / "model_optimized.onnx", texts, max_length=24, rounds=3)
+    space = parse_space({"export.optimize": [True, False]}, base)
+    storage = f"sqlite:///{tmp_path / 'timed.db'}"
+    study = run_study(base, space, Plan(objectives=("accuracy", "latency_ms"), trials=2), storage, measure=timer)
+    recorded = study.user_attrs["reference_ms"]
+    assert recorded == timer.baseline_ms > 0
+    assert all(0 < t.user_attrs["values"]["latency_ms"] < 100 * recorded for t in study.trials)
+    # a resumed search (a new timer, a new process) takes the recorded baseline instead of measuring a new one
+    again = ReferenceTimer(reference.folder / "model_optimized.onnx", texts, max_length=24, rounds=3)
+    run_study(base, space, Plan(objectives=("accuracy", "latency_ms"), trials=2), storage, measure=again)
+    assert again.baseline_ms == recorded
+    with pytest.raises(EdgepressError, match="latency is measured on ONNX files"):
+        timer(tiny_classifier / "model.safetensors")
+
+
+def run_raw(raw: dict):
+    from edgepress.pipeline import run_recipe
+    from edgepress.recipe import validate_recipe
+
+    return run_recipe(validate_recipe(raw))

@@ -99,6 +99,7 @@ def run_study(
 
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
     finished = sum(t.state in ended for t in study.trials)  # a resumed study runs only what is missing
+    _share_baseline(study, measure)
     if finished < plan.trials:
         study.optimize(objective, n_trials=plan.trials - finished, catch=(EdgepressError,))
     return study
@@ -116,3 +117,14 @@ def feasible_front(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
         return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
     return [t for t in done if not any(dominates(o, t) for o in done if o is not t)]
+
+
+def _share_baseline(study: "optuna.Study", measure: Measure | None) -> None:
+    """A timer's reference latency is recorded with the study, so a resumed search reuses it."""
+    if measure is None or not hasattr(measure, "baseline_ms"):
+        return
+    if "reference_ms" in study.user_attrs:
+        measure.baseline_ms = study.user_attrs["reference_ms"]
+    else:
+        measure(measure.reference)  # times the reference against itself: records its baseline
+        study.set_user_attr("reference_ms", measure.baseline_ms)
