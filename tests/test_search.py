@@ -160,3 +160,48 @@ def run_raw(raw: dict):
     from edgepress.recipe import validate_recipe
 
     return run_recipe(validate_recipe(raw))
+
+
+def test_the_search_command_prints_the_front_writes_the_best_recipe_and_resumes(tmp_path, tiny_classifier, tiny_csv):
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgepress.cli import app
+
+    raw = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "cli")
+    reference = run_raw({**raw, "name": "reference"})[-1].folder / "model_optimized.onnx"
+    raw["search"] = {
+        "space": {"export.optimize": [True, False]}, "objectives": ["accuracy", "latency_ms", "size_mb"],
+        "sampler": "grid", "trials": 2, "reference": str(reference), "latency_texts": 8, "rounds": 2,
+    }  # fmt: skip
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+    result = runner.invoke(app, ["search", str(tmp_path / "search.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "feasible Pareto-optimal of 2 trials" in result.output and "best under the limits: trial" in result.output
+    assert "search trial 0" in result.output and "search trial 1" in result.output  # a live line per trial
+    best = yaml.safe_load((tmp_path / "runs" / "cli" / "best.yaml").read_text())
+    assert best["name"] == "cli-best" and "search" not in best and best["export"]["optimize"] in (True, False)
+    again = runner.invoke(app, ["search", str(tmp_path / "search.yaml")])  # resumed: nothing left to run
+    assert again.exit_code == 0 and "of 2 trials" in again.output and "search trial" not in again.output
+    # a size limit no trial meets: one line that says what to do, exit 2
+    limited = runner.invoke(app, ["search", str(tmp_path / "search.yaml"), "--set", "search.max_size_mb=0.001", "--set", "name=limited"])
+    assert limited.exit_code == 2 and "no trial of 2 met the limits" in limited.output and "loosen them" in limited.output
+    missing = runner.invoke(app, ["search", str(tmp_path / "search.yaml"), "--set", "search.reference=null"])
+    assert missing.exit_code == 2 and "set search.reference to an ONNX file" in missing.output
+
+
+def test_the_readme_search_example_is_a_valid_space_for_the_default_recipe():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from edgepress.recipe import validate_recipe
+
+    root = Path(__file__).resolve().parent.parent
+    block = re.search(r"```yaml\n(search:.*?)```", (root / "README.md").read_text(), re.S).group(1)
+    raw = {**yaml.safe_load((root / "recipes" / "bbc-news.yaml").read_text()), **yaml.safe_load(block)}
+    recipe = validate_recipe(raw)
+    assert recipe.search.limits() == (("latency_ms", 5.0),)
+    assert set(parse_space(recipe.search.space, raw).params) == {"distill.student.num_layers", "prune.heads", "prune.vocabulary.trim"}

@@ -26,6 +26,7 @@ from edgepress.sections import (
     QuantizeSection,
     Section,
 )
+from edgepress.sections_search import SearchSection
 from edgepress.stages import STAGES, check_stage_order
 
 
@@ -42,6 +43,7 @@ class Recipe(Section):
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX export and its checks.")
     quantize: QuantizeSection = Field(default_factory=QuantizeSection, description="int8 quantization of the ONNX model.")
     bench: BenchSection = Field(default_factory=BenchSection, description="Benchmark of every artifact of the run.")
+    search: SearchSection = Field(default_factory=SearchSection, description="edgepress search: the values to vary and the goals.")
 
     @field_validator("name")
     @classmethod
@@ -69,7 +71,7 @@ def load_recipe(
     where = "defaults"
     if path is not None:
         where = str(path)
-        raw = _read_yaml(Path(path))
+        raw = read_yaml(Path(path))
     for item in overrides or []:
         apply_override(raw, item)
     for key, value in (updates or {}).items():
@@ -84,7 +86,8 @@ def validate_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
         raise RecipeError(f"{where}: {format_validation_error(exc)}") from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe file as a raw mapping (before validation); a clear error for a missing or malformed file."""
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist; `edgepress recipe show > {path.name}` writes a starting point")
     try:

@@ -1,1 +1,1 @@
-"""Search over recipes (issue 16, in progress): the space; the Optuna study and the command come next."""
+"""Search over recipes (``edgepress search``): the space, the Optuna study, trial latency, the command."""

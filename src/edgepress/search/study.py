@@ -74,7 +74,8 @@ def violations(values: dict[str, float], limits: tuple[tuple[str, float], ...]) 
 
 
 def run_study(
-    base: dict[str, Any], space: Space, plan: Plan, storage: str, measure: Measure | None = None, sampler: "optuna.samplers.BaseSampler | None" = None
+    base: dict[str, Any], space: Space, plan: Plan, storage: str, measure: Measure | None = None,
+    sampler: "optuna.samplers.BaseSampler | None" = None, timeout: float | None = None,
 ) -> "optuna.Study":
     """Create or resume the study named after the recipe and run the trials it still lacks."""
     import optuna
@@ -92,6 +93,7 @@ def run_study(
         outcomes = run_recipe(recipe, place=lambda index, stage, fingerprint: store / f"{stage}-{fingerprint[:16]}")
         measured = trial_values(outcomes[-1], measure)
         trial.set_user_attr("values", measured)
+        trial.set_user_attr("chosen", values)  # the recipe values (a section chosen from a list, as itself)
         trial.set_user_attr("constraints", violations(measured, plan.limits))
         trial.set_user_attr("reused_stages", sum(o.skipped for o in outcomes))
         log.info("search trial %d: %s -> %s", trial.number, values, {o: round(measured[o], 4) for o in plan.objectives})
@@ -101,7 +103,7 @@ def run_study(
     finished = sum(t.state in ended for t in study.trials)  # a resumed study runs only what is missing
     _share_baseline(study, measure)
     if finished < plan.trials:
-        study.optimize(objective, n_trials=plan.trials - finished, catch=(EdgepressError,))
+        study.optimize(objective, n_trials=plan.trials - finished, timeout=timeout, catch=(EdgepressError,))
     return study
 
 
