@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepress.bench.report import machine
-from edgepress.bench.runner import feeds_for, statistics, time_interleaved
+from edgepress.bench.runner import feeds_for, open_session, statistics, time_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"default": {}, "no spinning": {"session.intra_op.allow_spinning": "0"}, "block base 4": {"session.dynamic_block_base": "4"}}
@@ -37,7 +37,7 @@ def main() -> None:
         calls = {}
         for path in files:
             for setting, entries in SETTINGS.items():
-                session = open_session(path, threads, entries)
+                session = open_session(str(path), threads, config=entries)
                 feeds = [feeds_for(session, e) for e in examples]
                 calls[f"{path.name} | {setting}"] = [lambda s=session, f=f: s.run(None, f) for f in feeds]
         for name, times in time_interleaved(calls, args.rounds).items():
@@ -57,16 +57,6 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
-
-
-def open_session(path: Path, threads: int, entries: dict[str, str]):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    for key, value in entries.items():
-        options.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def test_examples(args: argparse.Namespace) -> list[dict[str, np.ndarray]]:

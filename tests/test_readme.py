@@ -17,7 +17,7 @@ import typer.main
 from edgepress.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md"]
+DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN_MARK = "<!-- readme-test: run -->"
 
 
@@ -40,7 +40,7 @@ def commands(block: str) -> list[list[str]]:
     return found
 
 
-ALL = [(doc.name if doc.parent == ROOT else f"benchmarks/{doc.name}", argv) for doc in DOCS for _, block in shell_blocks(doc) for argv in commands(block)]
+ALL = [(str(doc.relative_to(ROOT)), argv) for doc in DOCS for _, block in shell_blocks(doc) for argv in commands(block)]
 
 
 def _command(argv: list[str]):

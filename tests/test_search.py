@@ -191,7 +191,7 @@ def test_the_search_command_prints_the_front_writes_the_best_recipe_and_resumes(
     assert missing.exit_code == 2 and "set search.reference to an ONNX file" in missing.output
 
 
-def test_the_readme_search_example_is_a_valid_space_for_the_default_recipe():
+def test_the_documented_search_example_is_a_valid_space_for_the_default_recipe():
     import re
     from pathlib import Path
 
@@ -200,7 +200,7 @@ def test_the_readme_search_example_is_a_valid_space_for_the_default_recipe():
     from edgepress.recipe import validate_recipe
 
     root = Path(__file__).resolve().parent.parent
-    block = re.search(r"```yaml\n(search:.*?)```", (root / "README.md").read_text(), re.S).group(1)
+    block = re.search(r"```yaml\n(search:.*?)```", (root / "docs" / "search.md").read_text(), re.S).group(1)
     raw = {**yaml.safe_load((root / "recipes" / "bbc-news.yaml").read_text()), **yaml.safe_load(block)}
     recipe = validate_recipe(raw)
     assert recipe.search.limits() == (("latency_ms", 5.0),)

@@ -10,9 +10,9 @@ import contextlib
 import importlib.util
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from edgepress.errors import ModelError
+from edgepress.errors import ModelError, RecipeError
 from edgepress.sections import ModelSection
 
 if TYPE_CHECKING:
@@ -238,3 +238,22 @@ def _load_error_message(name: str, source: str, exc: Exception) -> str:
         f"model {name!r} could not be loaded ({text}); a Hub id needs the network or a filled HF cache, "
         "a local folder must exist"
     )
+
+
+def tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
+    """A fast tokenizer's ``tokenizers`` JSON (normalizer, pre-tokenizer, model, post-processor) as a dict."""
+    import json
+
+    return json.loads(tokenizer.backend_tokenizer.to_str())
+
+
+def wordpiece_spec(tokenizer: Any, feature: str, option: str) -> dict[str, Any]:
+    """The ``tokenizers`` JSON of a fast WordPiece tokenizer; else a RecipeError naming ``option`` to turn off."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise RecipeError(f"{feature} needs a fast tokenizer (tokenizer.json); set {option} to false")
+    spec = tokenizer_spec(tokenizer)
+    if spec["model"]["type"] != "WordPiece":
+        raise RecipeError(
+            f"{feature} supports WordPiece tokenizers (BERT, MiniLM, DistilBERT); this one is {spec['model']['type']}: set {option} to false"
+        )
+    return spec

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepress.errors import ModelError
+from edgepress.export.bundle import SUFFIX, bundle_name
 from edgepress.runs import read_manifest
 
 TORCH_STAGES = ("finetune", "distill", "prune")
 # fp16 graphs are for GPUs (the CPU provider runs most fp16 ops by casting), .ort files equal their .onnx
-ONNX_FILES = {
-    "export": ("model.onnx", "model_optimized.onnx", "model_optimized_with_tokenizer.onnx"),
-    "quantize": ("model_int8_dynamic.onnx", "model_int8_static.onnx", "model_int8_dynamic_with_tokenizer.onnx", "model_int8_static_with_tokenizer.onnx"),
-}
-BUNDLE = "_with_tokenizer.onnx"
+_PLAIN = {"export": ("model.onnx", "model_optimized.onnx"), "quantize": ("model_int8_dynamic.onnx", "model_int8_static.onnx")}
+_BUNDLED = {"export": ("model_optimized.onnx",), "quantize": ("model_int8_dynamic.onnx", "model_int8_static.onnx")}
+ONNX_FILES = {stage: files + tuple(bundle_name(f) for f in _BUNDLED[stage]) for stage, files in _PLAIN.items()}
 
 
 @dataclass
@@ -26,6 +25,11 @@ class Artifact:
     folder: Path  # holds the tokenizer (and config)
     test: dict[str, float] = field(default_factory=dict)  # accuracy / f1_macro on the test split, as its stage measured it
     test_source: Optional[str] = None
+
+    @property
+    def bundle(self) -> bool:
+        """An ONNX file with its tokenizer inside: raw text in (export/bundle.py)."""
+        return self.kind == "onnx" and self.path.name.endswith(SUFFIX)
 
     def bytes(self) -> int:
         if self.kind == "onnx":
@@ -64,8 +68,8 @@ def _stage_folders(run: Path) -> list[Path]:
 
 
 def _onnx_test(stage: str, name: str, metrics: dict[str, Any]) -> tuple[dict, str]:
-    if name.endswith(BUNDLE):  # its stage checked it gives the same predictions as the model without the tokenizer
-        test, source = _onnx_test(stage, name.replace(BUNDLE, ".onnx"), metrics)
+    if name.endswith(SUFFIX):  # its stage checked it gives the same predictions as the model without the tokenizer
+        test, source = _onnx_test(stage, name.replace(SUFFIX, ".onnx"), metrics)
         return test, f"{source} (the same model without the tokenizer)"
     if stage == "quantize":
         variant = next((v for v in (metrics.get("variants") or {}).values() if v.get("file") == name), {})

@@ -54,9 +54,8 @@ class Loaded:
         self.name = artifact.name + (" fp16" if half else "")
         self.cuda = cfg.target == "cuda"
         self.providers = cuda_providers(cfg.tensorrt) if self.cuda and artifact.kind == "onnx" else None
-        self.bundle = artifact.path.name.endswith("_with_tokenizer.onnx")
         # a model with its tokenizer takes one raw text per call: it has the batch-1 case only
-        self.cases = {"batch 1": [{"text": np.array([t])} for t in rows["text"]]} if self.bundle else encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
+        self.cases = {"batch 1": [{"text": np.array([t])} for t in rows["text"]]} if artifact.bundle else encoded_cases(AutoTokenizer.from_pretrained(artifact.folder), rows, cfg)
         self.parameters = parameters_of(artifact)
         self.memory_mb: dict[int, Any] = {}
 
@@ -73,7 +72,7 @@ class Loaded:
 
     def _onnx(self, threads: int) -> tuple[Callable, Callable]:
         # session.run copies the outputs to host memory, so it returns when the GPU is done
-        if self.bundle:
+        if self.artifact.bundle:
             from edgepress.export.bundle import open_bundle
 
             session = open_bundle(self.artifact.path, threads)

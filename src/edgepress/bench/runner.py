@@ -29,11 +29,14 @@ import onnxruntime as ort
 SCHEMA = "edgepress.runner/1"
 
 
-def open_session(path: str, threads: int, providers: list[str] | None = None) -> ort.InferenceSession:
+def open_session(path: str, threads: int, providers: list[str] | None = None, config: dict[str, str] | None = None) -> ort.InferenceSession:
+    """A session at ``threads`` intra-op threads; ``config``: session config entries (e.g. thread-pool spinning)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
 
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepress.bench.artifacts import BUNDLE, Artifact, run_artifacts
+from edgepress.bench.artifacts import Artifact, run_artifacts
 from edgepress.bench.measure import case_names, measure_all, thread_counts
 from edgepress.bench.report import bench_document, write_reports
 
@@ -84,7 +84,7 @@ def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_l
 def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dict[str, float]:
     from transformers import AutoTokenizer
 
-    if artifact.path.name.endswith(BUNDLE):  # raw text in, its own tokenizer and truncation
+    if artifact.bundle:  # raw text in, its own tokenizer and truncation
         from edgepress.export.bundle import evaluate
 
         return evaluate(artifact.path, data)

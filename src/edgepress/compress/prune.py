@@ -44,7 +44,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     sample = importance.batches(tokenizer, _sample(rows, cfg.importance.samples, ctx.recipe.seed), seq, cfg.importance.batch_size)
     dropped = _drop_layers(model, sample, cfg)
     steps, source = _steps(ctx, model, tokenizer, rows, sample, before) if cfg.structural else ([], None)
-    tokenizer, trimmed = _trim_vocabulary(ctx, model, tokenizer, rows) if cfg.vocabulary.trim else (tokenizer, None)
+    # the last step already measured the model as it stands; without steps, the trim measures it
+    measured = steps[-1]["validation_accuracy_after_recovery"] if steps else None
+    tokenizer, trimmed = _trim_vocabulary(ctx, model, tokenizer, rows, measured) if cfg.vocabulary.trim else (tokenizer, None)
     save_artifact(model, tokenizer, ctx.out_dir)
     _check_reload(model, ctx.out_dir, rows, seq)
     metrics = evaluate_torch(model, tokenizer, ctx.data, seq, batch_size=cfg.eval_batch_size)
@@ -74,10 +76,10 @@ def _steps(ctx: "StageContext", model, tokenizer, rows: dict[str, list], sample:
     return [_step(ctx, model, tokenizer, sample, base, teacher, k) for k in range(1, ctx.recipe.prune.steps + 1)], teacher.source
 
 
-def _trim_vocabulary(ctx: "StageContext", model, tokenizer, rows: dict[str, list]) -> tuple[Any, dict[str, Any]]:
+def _trim_vocabulary(ctx: "StageContext", model, tokenizer, rows: dict[str, list], accuracy: float | None) -> tuple[Any, dict[str, Any]]:
     """Keep the tokens the training texts use (vocabulary.py); fails if validation accuracy drops too far."""
     cfg = ctx.recipe.prune.vocabulary
-    accuracy_before = _validation_accuracy(ctx, model, tokenizer)
+    accuracy_before = _validation_accuracy(ctx, model, tokenizer) if accuracy is None else accuracy
     params_before = model.num_parameters()
     plan = vocabulary.plan(tokenizer, vocabulary.token_counts(tokenizer, rows), cfg.min_count)
     trimmed = vocabulary.trimmed_tokenizer(tokenizer, plan.keep)

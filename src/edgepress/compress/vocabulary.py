@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from edgepress.errors import RecipeError, StageError
+from edgepress.models import tokenizer_spec, wordpiece_spec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -71,11 +72,11 @@ def token_counts(tokenizer: "PreTrainedTokenizerFast", rows: dict[str, list], ba
 
 def plan(tokenizer: "PreTrainedTokenizerFast", counts: Counter, min_count: int = 1) -> Plan:
     """The ids to keep: seen at least ``min_count`` times, special, or a single character."""
-    model = _wordpiece(tokenizer)
-    prefix = model.get(PREFIX_KEY) or "##"
-    vocab: dict[str, int] = model["vocab"]
+    spec = wordpiece_spec(tokenizer, "vocabulary trimming", "prune.vocabulary.trim")
+    prefix = spec["model"].get(PREFIX_KEY) or "##"
+    vocab: dict[str, int] = spec["model"]["vocab"]
     seen = {i for i, n in counts.items() if n >= min_count}
-    special = set(tokenizer.all_special_ids) | {int(t["id"]) for t in _backend_json(tokenizer)["added_tokens"]}
+    special = set(tokenizer.all_special_ids) | {int(t["id"]) for t in spec["added_tokens"]}
     single = {i for token, i in vocab.items() if len(token.removeprefix(prefix)) == 1}
     keep = sorted(seen | special | single)
     return Plan(keep, len(seen), len(special), len(single - seen - special), len(vocab))
@@ -86,7 +87,7 @@ def trimmed_tokenizer(tokenizer: "PreTrainedTokenizerFast", keep: list[int]) -> 
     from tokenizers import Tokenizer
 
     new_id = {old: new for new, old in enumerate(keep)}
-    spec = _backend_json(tokenizer)
+    spec = tokenizer_spec(tokenizer)
     spec["model"]["vocab"] = {t: new_id[i] for t, i in spec["model"]["vocab"].items() if i in new_id}
     for token in spec["added_tokens"]:
         token["id"] = new_id[token["id"]]
@@ -150,19 +151,3 @@ def check_same_tokens(before: "PreTrainedTokenizerFast", after: "PreTrainedToken
             if before.convert_ids_to_tokens(a) != after.convert_ids_to_tokens(b):
                 raise StageError(f"the trimmed tokenizer splits a training text differently ({text[:60]!r}); this is a bug, please report it")
     return len(texts)
-
-
-def _backend_json(tokenizer: "PreTrainedTokenizerFast") -> dict[str, Any]:
-    return json.loads(tokenizer.backend_tokenizer.to_str())
-
-
-def _wordpiece(tokenizer: Any) -> dict[str, Any]:
-    if not getattr(tokenizer, "is_fast", False):
-        raise RecipeError("vocabulary trimming needs a fast tokenizer (tokenizer.json); set prune.vocabulary.trim to false")
-    model = _backend_json(tokenizer)["model"]
-    if model["type"] != "WordPiece":
-        raise RecipeError(
-            f"vocabulary trimming supports WordPiece tokenizers (BERT, MiniLM, DistilBERT); this one is {model['type']}: "
-            "set prune.vocabulary.trim to false"
-        )
-    return model

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgepress.errors import RecipeError, StageError
+from edgepress.models import wordpiece_spec
 
 if TYPE_CHECKING:
     import onnx
@@ -36,12 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTRIB = "ai.onnx.contrib"
+SUFFIX = "_with_tokenizer.onnx"
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 def bundle_name(model_file: str) -> str:
     """``model_int8_dynamic.onnx`` -> ``model_int8_dynamic_with_tokenizer.onnx``."""
-    return model_file.removesuffix(".onnx") + "_with_tokenizer.onnx"
+    return model_file.removesuffix(".onnx") + SUFFIX
 
 
 def check_installed() -> None:
@@ -103,17 +105,10 @@ def _tokenizer_graph(tokenizer: "PreTrainedTokenizerBase", max_length: int, opse
 
 def _bert_settings(tokenizer: "PreTrainedTokenizerBase") -> dict[str, Any]:
     """The BertTokenizer op's attributes from a Hugging Face BERT tokenizer's normalizer and specials."""
-    import json
-
-    if not getattr(tokenizer, "is_fast", False):
-        raise RecipeError("with_tokenizer needs a fast tokenizer (tokenizer.json); set it to false")
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec = wordpiece_spec(tokenizer, "with_tokenizer", "with_tokenizer")
     normalizer, model = spec.get("normalizer") or {}, spec["model"]
-    if model["type"] != "WordPiece" or normalizer.get("type") != "BertNormalizer":
-        raise RecipeError(
-            f"with_tokenizer supports BERT's WordPiece tokenizer (BERT, MiniLM, DistilBERT); this one is {model['type']} "
-            f"with {normalizer.get('type')}: set it to false"
-        )
+    if normalizer.get("type") != "BertNormalizer":
+        raise RecipeError(f"with_tokenizer supports BERT's normalizer only; this tokenizer's is {normalizer.get('type')}: set it to false")
     lowercase = bool(normalizer.get("lowercase", True))
     strip = normalizer.get("strip_accents")
     return {

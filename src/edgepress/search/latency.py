@@ -14,6 +14,7 @@ import numpy as np
 
 from edgepress.bench import runner
 from edgepress.errors import EdgepressError
+from edgepress.features import encode
 
 
 class ReferenceTimer:
@@ -40,5 +41,5 @@ class ReferenceTimer:
 
         tokenizer = AutoTokenizer.from_pretrained(path.parent)
         session = runner.open_session(str(path), self.threads)
-        feeds = [runner.feeds_for(session, dict(tokenizer([t], truncation=True, max_length=self.max_length, return_tensors="np"))) for t in self.texts]
+        feeds = [runner.feeds_for(session, dict(encode(tokenizer, {"text": [t]}, self.max_length, return_tensors="np"))) for t in self.texts]
         return [lambda f=f: session.run(None, f) for f in feeds]
