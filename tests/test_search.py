@@ -147,6 +147,7 @@ def test_trial_latency_is_a_ratio_to_the_reference_recorded_with_the_study(tmp_p
     recorded = study.user_attrs["reference_ms"]
     assert recorded == timer.baseline_ms > 0
     assert all(0 < t.user_attrs["values"]["latency_ms"] < 100 * recorded for t in study.trials)
+    assert all(t.user_attrs["values"]["latency_ratio"] == pytest.approx(t.user_attrs["values"]["latency_ms"] / recorded) for t in study.trials)
     # a resumed search (a new timer, a new process) takes the recorded baseline instead of measuring a new one
     again = ReferenceTimer(reference.folder / "model_optimized.onnx", texts, max_length=24, rounds=3)
     run_study(base, space, Plan(objectives=("accuracy", "latency_ms"), trials=2), storage, measure=again)

@@ -15,7 +15,8 @@ import typer
 
 from edgepress import __version__
 from edgepress.cli_common import STATE, ForceOption, SetOption, execute, reported
-from edgepress.cli_bench import bench, gate, search, targets_setup
+from edgepress.cli_bench import bench, gate, targets_setup
+from edgepress.cli_search import app as search_app
 from edgepress.cli_stages import distill, export, finetune, prune, quantize
 
 app = typer.Typer(
@@ -36,7 +37,7 @@ app.command()(export)
 app.command()(quantize)
 app.command()(bench)
 app.command()(gate)
-app.command()(search)
+app.add_typer(search_app, name="search")
 
 
 def _version(value: bool) -> None:

@@ -126,17 +126,3 @@ def targets_setup(
         f"arm64-emulated ready in {emulator.root}: {facts['qemu']}, -cpu {facts['cpu']}, Python {facts['python']}, "
         f"onnxruntime {facts['onnxruntime']}, numpy {facts['numpy']}"
     )
-
-
-@reported
-def search(
-    recipe: Path = typer.Argument(..., help="A recipe with a search section (space, objectives, limits)."),
-    trials: Optional[int] = typer.Option(None, help="Trials in all (default: search.trials); a resumed study runs the missing ones."),
-    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///<run folder>/study.db)."),
-    overrides: Optional[list[str]] = SetOption,
-) -> None:
-    """Search the recipe's values for the most accurate models within the limits (Optuna); resumable."""
-    from edgepress.search.command import run_search
-
-    run_search(recipe, overrides or [], trials, timeout, storage)

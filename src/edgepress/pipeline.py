@@ -52,10 +52,14 @@ class StageOutcome:
 Placement = Callable[[int, str, str], Path]
 
 
-def run_recipe(recipe: Recipe, force: bool = False, place: Placement | None = None) -> list[StageOutcome]:
+def run_recipe(
+    recipe: Recipe, force: bool = False, place: Placement | None = None, after_stage: Callable[[StageOutcome], None] | None = None
+) -> list[StageOutcome]:
     """Run (or resume) the recipe's stages in order. ``place`` puts each stage's folder elsewhere
     than ``NN-stage`` in the run folder: keyed by fingerprint, the folders of many recipes that
-    share a prefix of stages are shared, so each is computed once (what a search needs)."""
+    share a prefix of stages are shared, so each is computed once (what a search needs).
+    ``after_stage`` sees each outcome as it comes; what it raises ends the run there (a search
+    stops a trial that can no longer meet its limits)."""
     run = RunFolder(Path(recipe.output_dir) / recipe.name)
     data = load_data(recipe.data)
     log.info("data %s: %s", recipe.data.source, data.describe())
@@ -76,6 +80,8 @@ def run_recipe(recipe: Recipe, force: bool = False, place: Placement | None = No
             context = StageContext(recipe, data, source, source_hash, folder)
             manifest = _run_stage(run, context, name, config, inputs, expected)
         outcomes.append(StageOutcome(name, folder, manifest, skipped))
+        if after_stage:
+            after_stage(outcomes[-1])
         source, source_hash = str(folder), manifest["artifact_hash"]
     return outcomes
 

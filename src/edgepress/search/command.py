@@ -1,9 +1,11 @@
 """``edgepress search RECIPE``: run (or resume) the study of the recipe's ``search`` section, print the
-feasible Pareto front, and write the best trial's recipe as YAML."""
+trials and the feasible Pareto front, and write the best trial's recipe as YAML; ``edgepress search
+show RECIPE`` prints a stored study."""
 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,40 +14,118 @@ import yaml
 from edgepress.errors import RecipeError
 from edgepress.recipe import apply_override, read_yaml, validate_recipe
 from edgepress.search.space import grid, parse_space, trial_recipe
-from edgepress.search.study import Plan, feasible_front, run_study
+from edgepress.search import report
+from edgepress.search.stopping import EarlyStop
+from edgepress.search.study import Plan, feasible_front, open_storage, run_study
 
 if TYPE_CHECKING:
     import optuna
 
     from edgepress.sections_search import SearchSection
 
+log = logging.getLogger(__name__)
+
 
 def run_search(path: Path, overrides: list[str], trials: int | None, timeout: float | None, storage: str | None) -> Path:
     """Returns the written best recipe."""
-    raw = read_yaml(path)
-    for item in overrides:
-        apply_override(raw, item)
-    recipe = validate_recipe(raw, str(path))
+    raw, recipe = _recipe(path, overrides)
     settings = recipe.search
     if not settings.space:
         raise RecipeError(f"{path} has no search.space; add one, e.g. search: {{space: {{prune.heads: [0.25, 0.5]}}}}")
     space = parse_space(settings.space, raw)
     run = Path(recipe.output_dir) / recipe.name
     run.mkdir(parents=True, exist_ok=True)
-    plan = Plan(objectives=tuple(settings.objectives), limits=settings.limits(), trials=trials or settings.trials)
+    timer = _timer(recipe) if settings.timed else None
+    plan = Plan(objectives=tuple(settings.objectives), limits=settings.limits(_reference_accuracy(recipe)), trials=trials or settings.trials)
+    stop = _early_stop(settings, plan, timer)
     study = run_study(
-        raw, space, plan, storage or f"sqlite:///{run / 'study.db'}", _timer(recipe) if _times(settings) else None,
-        _sampler(settings, space, recipe.seed), timeout,
+        raw, space, plan, open_storage(storage or _default_storage(run), settings.heartbeat_s), timer,
+        _sampler(settings, space, recipe.seed), timeout, stop,
     )  # fmt: skip
-    front = feasible_front(study)
-    _print_front(study, front, plan)
+    front = _report(study, plan, run)
     if not front:
         raise RecipeError(f"no trial of {len(study.trials)} met the limits {dict(plan.limits)}; loosen them or widen search.space")
     return _write_best(raw, front, plan, run)
 
 
-def _times(settings: "SearchSection") -> bool:
-    return "latency_ms" in settings.objectives or settings.max_latency_ms is not None
+def show_search(path: Path, overrides: list[str], storage: str | None) -> None:
+    """Print a stored study (every trial, then the feasible front) without running anything."""
+    import optuna
+
+    raw, recipe = _recipe(path, overrides)
+    settings = recipe.search
+    run = Path(recipe.output_dir) / recipe.name
+    url = storage or _default_storage(run)
+    if url == _default_storage(run) and not (run / "study.db").is_file():
+        raise RecipeError(f"no study at {run / 'study.db'}; run edgepress search {path} first (or give --storage)")
+    try:
+        study = optuna.load_study(study_name=recipe.name, storage=url)
+    except KeyError as exc:
+        raise RecipeError(f"{url} holds no study named {recipe.name!r}; check the recipe's name or --storage") from exc
+    plan = Plan(objectives=tuple(settings.objectives), limits=_stored_limits(study, settings), trials=settings.trials)
+    report.print_trials(study, plan.objectives)
+    front = feasible_front(study)
+    report.print_front(study, front, plan.objectives, report.test_scores(front))
+
+
+def _recipe(path: Path, overrides: list[str]):
+    raw = read_yaml(path)
+    for item in overrides:
+        apply_override(raw, item)
+    return raw, validate_recipe(raw, str(path))
+
+
+def _default_storage(run: Path) -> str:
+    return f"sqlite:///{run / 'study.db'}"
+
+
+def _report(study, plan: Plan, run: Path) -> list:
+    """Print the trials and the front; write search.json and pareto.png beside the study."""
+    front = feasible_front(study)
+    tests = report.test_scores(front)
+    report.print_trials(study, plan.objectives)
+    report.print_front(study, front, plan.objectives, tests)
+    report.write_json(study, front, plan.objectives, dict(plan.limits), tests, run / "search.json")
+    if report.write_plot(study, front, dict(plan.limits), run / "pareto.png"):
+        print(f"plot: {run / 'pareto.png'}; every trial: {run / 'search.json'}")
+    return front
+
+
+def _stored_limits(study, settings: "SearchSection") -> tuple[tuple[str, float], ...]:
+    """The limits the search ran under (a drop from the reference became an accuracy floor then)."""
+    stored = study.user_attrs.get("limits")
+    return tuple(stored.items()) if stored else settings.limits()
+
+
+def _early_stop(settings: "SearchSection", plan: Plan, timer) -> EarlyStop | None:
+    if not settings.stop_early:
+        return None
+    limits = dict(plan.limits)
+    return EarlyStop(limits.get("latency_ms"), limits.get("min_accuracy"), settings.probe_margin, timer, limits.get("latency_ratio"))
+
+
+def _reference_accuracy(recipe) -> float | None:
+    """The reference model's validation accuracy, when a limit counts from it."""
+    cfg = recipe.search
+    if cfg.max_accuracy_drop is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from edgepress.data import load_data
+    from edgepress.export.runtime import evaluate_onnx, open_session
+
+    reference = _reference_file(cfg)
+    data = load_data(recipe.data)
+    tokenizer = AutoTokenizer.from_pretrained(reference.parent)
+    accuracy = evaluate_onnx(open_session(reference), tokenizer, data, recipe.bench.max_seq_length, ("validation",))["validation"]["accuracy"]
+    log.info("search: reference %s, validation accuracy %.4f; floor %.4f", reference, accuracy, accuracy - cfg.max_accuracy_drop / 100)
+    return float(accuracy)
+
+
+def _reference_file(cfg) -> Path:
+    if not Path(cfg.reference).is_file():
+        raise RecipeError(f"search.reference {cfg.reference} is not a file; give an ONNX model, e.g. runs/bbc-news/04-export/model_optimized.onnx")
+    return Path(cfg.reference)
 
 
 def _timer(recipe):
@@ -53,10 +133,9 @@ def _timer(recipe):
     from edgepress.search.latency import ReferenceTimer
 
     cfg = recipe.search
-    if not Path(cfg.reference).is_file():
-        raise RecipeError(f"search.reference {cfg.reference} is not a file; give an ONNX model, e.g. runs/bbc-news/04-export/model_optimized.onnx")
+    reference = _reference_file(cfg)
     texts = list(load_data(recipe.data).validation["text"][: cfg.latency_texts])  # never the test split
-    return ReferenceTimer(Path(cfg.reference), texts, recipe.bench.max_seq_length, cfg.threads, cfg.rounds)
+    return ReferenceTimer(reference, texts, recipe.bench.max_seq_length, cfg.threads, cfg.rounds)
 
 
 def _sampler(settings: "SearchSection", space, seed: int) -> "optuna.samplers.BaseSampler":
@@ -72,19 +151,6 @@ def _sampler(settings: "SearchSection", space, seed: int) -> "optuna.samplers.Ba
     if settings.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
-
-
-def _print_front(study, front, plan: Plan) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"search {study.study_name}: {len(front)} feasible Pareto-optimal of {len(study.trials)} trials")
-    for column in ("trial", *plan.objectives, "values"):
-        table.add_column(column, justify="left" if column == "values" else "right", overflow="fold")
-    for trial in sorted(front, key=lambda t: t.number):
-        measured = trial.user_attrs["values"]
-        table.add_row(str(trial.number), *(f"{measured[o]:.4g}" for o in plan.objectives), ", ".join(f"{k}={v}" for k, v in trial.params.items()))
-    Console(highlight=False).print(table)
 
 
 def _write_best(raw: dict[str, Any], front, plan: Plan, run: Path) -> Path:

@@ -3,7 +3,9 @@
 Stage folders are placed by fingerprint under ``<output_dir>/<name>/stages/``, so trials that share a
 prefix of stages (one distilled student under many prune settings) compute it once. The study lives in
 an Optuna RDB storage (SQLite by default): a killed search is resumed by running it again, and only
-the trials still missing run. Selection reads validation metrics only.
+the trials still missing run. A running trial beats a heartbeat into the storage; one whose heartbeat
+stops (its process was killed) is marked failed and its values are queued again, so the next trial
+to start re-runs it, reusing whatever stages it had finished. Selection reads validation metrics only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgepress.errors import EdgepressError
 from edgepress.search.space import Space, suggest, trial_recipe
+from edgepress.search.stopping import EarlyStop
 
 if TYPE_CHECKING:
     import optuna
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DIRECTIONS = {"accuracy": "maximize", "f1_macro": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
-LIMITS = {"latency_ms": "latency_ms", "size_mb": "size_mb", "min_accuracy": "accuracy"}
+LIMITS = {"latency_ms": "latency_ms", "latency_ratio": "latency_ratio", "size_mb": "size_mb", "min_accuracy": "accuracy"}
 Measure = Callable[[Path], float]  # an artifact file -> its batch-1 latency in ms
 
 
@@ -65,6 +68,9 @@ def trial_values(outcome: "StageOutcome", measure: Measure | None) -> dict[str, 
     }
     if measure is not None:
         values["latency_ms"] = float(measure(artifact))
+        baseline = getattr(measure, "baseline_ms", None)
+        if baseline:  # against the reference, in the same rounds: what a relative limit reads
+            values["latency_ratio"] = values["latency_ms"] / baseline
     return values
 
 
@@ -74,8 +80,8 @@ def violations(values: dict[str, float], limits: tuple[tuple[str, float], ...]) 
 
 
 def run_study(
-    base: dict[str, Any], space: Space, plan: Plan, storage: str, measure: Measure | None = None,
-    sampler: "optuna.samplers.BaseSampler | None" = None, timeout: float | None = None,
+    base: dict[str, Any], space: Space, plan: Plan, storage: "str | optuna.storages.BaseStorage", measure: Measure | None = None,
+    sampler: "optuna.samplers.BaseSampler | None" = None, timeout: float | None = None, stop: EarlyStop | None = None,
 ) -> "optuna.Study":
     """Create or resume the study named after the recipe and run the trials it still lacks."""
     import optuna
@@ -89,22 +95,57 @@ def run_study(
 
     def objective(trial: "optuna.Trial") -> tuple[float, ...]:
         values = suggest(trial, space)
-        recipe = trial_recipe(base, values, where=f"search trial {trial.number}")
-        outcomes = run_recipe(recipe, place=lambda index, stage, fingerprint: store / f"{stage}-{fingerprint[:16]}")
-        measured = trial_values(outcomes[-1], measure)
-        trial.set_user_attr("values", measured)
         trial.set_user_attr("chosen", values)  # the recipe values (a section chosen from a list, as itself)
+        try:
+            recipe = trial_recipe(base, values, where=f"search trial {trial.number}")
+            if stop:
+                stop.check_architecture(trial, recipe)
+            hook = stop.after_stage(trial, recipe.stages[-1]) if stop else None
+            outcomes = run_recipe(recipe, place=lambda index, stage, fingerprint: store / f"{stage}-{fingerprint[:16]}", after_stage=hook)
+            measured = trial_values(outcomes[-1], measure)
+        except EdgepressError as exc:
+            trial.set_user_attr("error", str(exc))  # a failure of the recipe, not of the process: counts as done
+            raise
+        trial.set_user_attr("values", measured)
+        trial.set_user_attr("final_folder", str(outcomes[-1].folder))
         trial.set_user_attr("constraints", violations(measured, plan.limits))
         trial.set_user_attr("reused_stages", sum(o.skipped for o in outcomes))
         log.info("search trial %d: %s -> %s", trial.number, values, {o: round(measured[o], 4) for o in plan.objectives})
         return tuple(measured[o] for o in plan.objectives)
 
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    finished = sum(t.state in ended for t in study.trials)  # a resumed study runs only what is missing
     _share_baseline(study, measure)
-    if finished < plan.trials:
-        study.optimize(objective, n_trials=plan.trials - finished, timeout=timeout, catch=(EdgepressError,))
+    study.set_user_attr("limits", dict(plan.limits))  # what `search show` judges feasibility by
+    missing = plan.trials - len(done_trials(study))  # a resumed study runs only what is missing
+    if missing > 0:
+        study.optimize(objective, n_trials=missing, timeout=timeout, catch=(EdgepressError,))
     return study
+
+
+def open_storage(url: str, heartbeat_s: int) -> "str | optuna.storages.BaseStorage":
+    """An RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats: a trial whose process died is
+    failed after ``2 * heartbeat_s`` without one, and its values queued again (at most twice)."""
+    import warnings
+
+    import optuna
+
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url  # e.g. a journal file storage: no heartbeats, resumes all the same
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: experimental since Optuna 2.9
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, failed_trial_callback=retry)
+
+
+def done_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
+    """Trials that count towards the total: complete, stopped early, or failed by the recipe. A trial
+    failed because its process died (no heartbeat, no error recorded) does not: it is re-run."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    return [
+        t for t in study.trials
+        if t.state in (state.COMPLETE, state.PRUNED) or (t.state == state.FAIL and "error" in t.user_attrs)
+    ]  # fmt: skip
 
 
 def feasible_front(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
