@@ -48,6 +48,7 @@ def _command(argv: list[str]):
     command = typer.main.get_command(app)
     rest = argv[1:]
     while getattr(command, "commands", None) and rest and not rest[0].startswith("-"):
+        rest = command.route(rest) if hasattr(command, "route") else rest  # `edgepress search RECIPE` runs `search run`
         assert rest[0] in command.commands, f"no command {rest[0]!r} in `{' '.join(argv)}`"
         command, rest = command.commands[rest[0]], rest[1:]
     return command, rest

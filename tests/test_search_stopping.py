@@ -129,8 +129,9 @@ def test_a_drop_from_the_reference_becomes_an_accuracy_floor():
         SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy"], max_accuracy_drop=1.0)
 
 
-def search_yaml(tmp_path, tiny_classifier, tiny_csv, name: str, **search) -> str:
+def search_yaml(tmp_path, tiny_classifier, tiny_csv, name: str, prune: dict | None = None, **search) -> str:
     raw = trim_and_export(tmp_path, tiny_classifier, tiny_csv, name)
+    raw["prune"].update(prune or {})
     raw["search"] = {"space": {"export.optimize": [True, False], "prune.vocabulary.min_count": [1, 2]},
                      "objectives": ["accuracy", "size_mb"], "sampler": "grid", "trials": 3, **search}  # fmt: skip
     path = tmp_path / f"{name}.yaml"
@@ -160,7 +161,9 @@ def test_show_reads_a_study_and_the_front_gets_test_scores_plot_and_json(tmp_pat
 
 
 def test_a_killed_search_resumes_without_repeating_finished_trials_and_reruns_the_killed_one(tmp_path, tiny_classifier, tiny_csv):
-    path = search_yaml(tmp_path, tiny_classifier, tiny_csv, "killed", heartbeat_s=1)
+    slower = {"heads": 0.5, "steps": 1, "epochs": 3, "learning_rate": 2e-3}  # a few seconds a trial: time to kill one
+    space = {"prune.vocabulary.min_count": [1, 2, 3], "export.optimize": [True]}  # no trial reuses another's prune
+    path = search_yaml(tmp_path, tiny_classifier, tiny_csv, "killed", prune=slower, heartbeat_s=1, space=space)
     storage = f"sqlite:///{tmp_path / 'runs' / 'killed' / 'study.db'}"
     process = subprocess.Popen([sys.executable, "-m", "edgepress", "search", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -171,7 +174,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials_and_reruns_th
     process.wait()
     first = _study(storage).trials[0]
     started = json.loads((tmp_path / "runs" / "killed" / "stages").joinpath(_final(first)).joinpath("edgepress.json").read_text())["started_at"]
-    time.sleep(2.5)  # two heartbeats missed: the killed trial is stale
+    time.sleep(3.5)  # two heartbeats missed (SQLite's clock counts whole seconds): the killed trial is stale
     result = runner.invoke(app, ["search", path])
     assert result.exit_code == 0, result.output
     study = _study(storage)
@@ -209,3 +212,24 @@ def _final(trial) -> str:
     from pathlib import Path
 
     return Path(trial.user_attrs["final_folder"]).name
+
+
+def test_two_workers_on_one_storage_stop_when_the_study_is_full(tmp_path, tiny_classifier, tiny_csv):
+    """The scale-out path: two processes with their own run folders (as on two machines) share one
+    study through its storage URL, and stop once it holds the requested trials between them."""
+    slower = {"heads": 0.5, "steps": 1, "epochs": 3, "learning_rate": 2e-3}
+    space = {"prune.vocabulary.min_count": [1, 2, 3, 4, 5, 6], "export.optimize": [True]}
+    path = search_yaml(tmp_path, tiny_classifier, tiny_csv, "shared", prune=slower, space=space, sampler="random", trials=3)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    # the first worker creates the database's tables; workers started at the same instant would race to (as documented)
+    optuna.create_study(study_name="shared", storage=open_storage(storage, 60), directions=["maximize", "minimize"])
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "edgepress", "search", path, "--storage", storage, "--set", f"output_dir={tmp_path / m}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for m in ("a", "b")
+    ]  # fmt: skip
+    errors = [w.communicate(timeout=300)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
+    study = optuna.load_study(study_name="shared", storage=storage)
+    # alone, each would have run 3; together they stop at 3, plus at most the one still running in the other
+    assert 3 <= len(done_trials(study)) <= 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

@@ -22,10 +22,14 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 class RunByDefault(TyperGroup):
     """A group that runs ``run`` when the first argument names no subcommand (a recipe file)."""
 
-    def parse_args(self, ctx, args: list[str]) -> list[str]:  # ctx: typer's (vendored) click Context
+    def route(self, args: list[str]) -> list[str]:
+        """``[recipe, ...]`` -> ``["run", recipe, ...]``; a subcommand or --help as given."""
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
+            return ["run", *args]
+        return args
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # ctx: typer's (vendored) click Context
+        return super().parse_args(ctx, self.route(args))
 
 
 app = typer.Typer(

@@ -141,16 +141,13 @@ def _timer(recipe):
 def _sampler(settings: "SearchSection", space, seed: int) -> "optuna.samplers.BaseSampler":
     import optuna
 
-    def constraints(trial):
-        return trial.user_attrs.get("constraints", [])
-
     if settings.sampler == "grid":
         return optuna.samplers.GridSampler(grid(space), seed=seed)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=seed)  # both read each trial's constraints (Trial.set_constraint)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _write_best(raw: dict[str, Any], front, plan: Plan, run: Path) -> Path:

@@ -25,7 +25,7 @@ def trial_line(trial: "optuna.trial.FrozenTrial", objectives: tuple[str, ...]) -
         "state": trial.state.name.lower(),
         "params": trial.params,
         "values": {k: values[k] for k in (*objectives, "accuracy", "size_mb", "latency_ms") if k in values},
-        "feasible": bool(values) and all(v <= 0 for v in trial.user_attrs.get("constraints", [])),
+        "feasible": bool(values) and all(v <= 0 for v in trial.constraints.values()),
         "note": _note(trial),
         "final_folder": trial.user_attrs.get("final_folder"),
     }

@@ -90,7 +90,7 @@ def run_study(
 
     store = Path(base.get("output_dir", "runs")) / base.get("name", "search") / "stages"
     directions = [DIRECTIONS[o] for o in plan.objectives]
-    sampler = sampler or optuna.samplers.TPESampler(seed=0, constraints_func=lambda t: t.user_attrs.get("constraints", []))
+    sampler = sampler or optuna.samplers.TPESampler(seed=0)  # samplers read the constraints each trial sets
     study = optuna.create_study(study_name=base.get("name", "search"), storage=storage, directions=directions, sampler=sampler, load_if_exists=True)
 
     def objective(trial: "optuna.Trial") -> tuple[float, ...]:
@@ -108,7 +108,8 @@ def run_study(
             raise
         trial.set_user_attr("values", measured)
         trial.set_user_attr("final_folder", str(outcomes[-1].folder))
-        trial.set_user_attr("constraints", violations(measured, plan.limits))
+        for (key, _), violation in zip(plan.limits, violations(measured, plan.limits)):
+            trial.set_constraint(key, violation)  # <= 0: met
         trial.set_user_attr("reused_stages", sum(o.skipped for o in outcomes))
         log.info("search trial %d: %s -> %s", trial.number, values, {o: round(measured[o], 4) for o in plan.objectives})
         return tuple(measured[o] for o in plan.objectives)
@@ -117,8 +118,18 @@ def run_study(
     study.set_user_attr("limits", dict(plan.limits))  # what `search show` judges feasibility by
     missing = plan.trials - len(done_trials(study))  # a resumed study runs only what is missing
     if missing > 0:
-        study.optimize(objective, n_trials=missing, timeout=timeout, catch=(EdgepressError,))
+        study.optimize(objective, n_trials=missing, timeout=timeout, catch=(EdgepressError,), callbacks=[_stop_when_full(plan.trials)])
     return study
+
+
+def _stop_when_full(total: int):
+    """Other processes may be adding trials to a shared study: stop once it holds ``total``."""
+
+    def callback(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
+        if len(done_trials(study)) >= total:
+            study.stop()
+
+    return callback
 
 
 def open_storage(url: str, heartbeat_s: int) -> "str | optuna.storages.BaseStorage":
@@ -133,7 +144,7 @@ def open_storage(url: str, heartbeat_s: int) -> "str | optuna.storages.BaseStora
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: experimental since Optuna 2.9
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, failed_trial_callback=retry)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, heartbeat_stale_trial_callback=retry)
 
 
 def done_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
@@ -152,7 +163,7 @@ def feasible_front(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
     """The Pareto-optimal trials among those that meet every limit."""
     import optuna
 
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in t.user_attrs.get("constraints", []))]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())]
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
 
     def dominates(a, b) -> bool:
