@@ -9,7 +9,7 @@ from edgepress.runs import RunFolder, current_manifest, file_hashes, fingerprint
 def test_staging_moves_a_finished_folder_into_place(tmp_path):
     run = RunFolder(tmp_path / "run")
     final = run.stage_dir(1, "finetune")
-    with run.staging(final) as partial:
+    with run.staging(final, "f1" * 8) as partial:
         (partial / "model.bin").write_text("weights")
         assert not final.exists()
     assert (final / "model.bin").read_text() == "weights"
@@ -19,10 +19,10 @@ def test_staging_moves_a_finished_folder_into_place(tmp_path):
 def test_a_failing_stage_leaves_nothing_behind_and_keeps_the_old_artifact(tmp_path):
     run = RunFolder(tmp_path / "run")
     final = run.stage_dir(1, "finetune")
-    with run.staging(final) as partial:
+    with run.staging(final, "f1" * 8) as partial:
         (partial / "model.bin").write_text("old")
     with pytest.raises(RuntimeError):
-        with run.staging(final) as partial:
+        with run.staging(final, "f1" * 8) as partial:
             (partial / "model.bin").write_text("half")
             raise RuntimeError("crash mid-stage")
     assert (final / "model.bin").read_text() == "old"
@@ -32,12 +32,58 @@ def test_a_failing_stage_leaves_nothing_behind_and_keeps_the_old_artifact(tmp_pa
 def test_a_rerun_replaces_the_previous_artifact_whole(tmp_path):
     run = RunFolder(tmp_path / "run")
     final = run.stage_dir(2, "distill")
-    with run.staging(final) as partial:
+    with run.staging(final, "f1" * 8) as partial:
         (partial / "a").write_text("1")
-    with run.staging(final) as partial:
+    with run.staging(final, "f1" * 8) as partial:
         (partial / "b").write_text("2")
     assert sorted(p.name for p in final.iterdir()) == ["b"]
     assert sorted(p.name for p in run.root.iterdir()) == ["02-distill"]
+
+
+def test_a_killed_stage_leaves_its_partial_folder_and_the_next_run_resumes_from_its_checkpoints_only(tmp_path):
+    from edgepress.runs import CHECKPOINTS, drop_checkpoints, remove_leftovers
+
+    run = RunFolder(tmp_path / "run")
+    final = run.stage_dir(1, "finetune")
+    key = "ab" * 32
+    # what SIGKILL leaves: this stage's partial folder (checkpoints, a half-written file), another
+    # fingerprint's partial folder, a retired folder, an old-style Trainer scratch folder
+    left = final.parent / f".{final.name}.partial-{key[:16]}"
+    (left / CHECKPOINTS / "finetune" / "checkpoint-20").mkdir(parents=True)
+    (left / CHECKPOINTS / "finetune" / "checkpoint-20" / "model.safetensors").write_text("w")
+    (left / "model.safetensors").write_text("half-writ")
+    for name in (f".{final.name}.partial-0123456789abcdef", f".{final.name}.old-1a2b3c4d", ".trainer-x1y2"):
+        (final.parent / name).mkdir()
+    with run.staging(final, key) as partial:
+        assert partial == left and sorted(p.name for p in partial.iterdir()) == [CHECKPOINTS]  # the half-written file is gone
+        assert (partial / CHECKPOINTS / "finetune" / "checkpoint-20" / "model.safetensors").read_text() == "w"
+        (partial / "model.safetensors").write_text("whole")
+        drop_checkpoints(partial)
+    assert sorted(p.name for p in run.root.iterdir()) == ["01-finetune"]  # every leftover removed
+    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors"]
+    assert remove_leftovers(final) == []
+
+
+def test_a_failed_rename_keeps_the_previous_artifact_and_removes_the_partial_folder(tmp_path, monkeypatch):
+    """``_swap_into_place`` runs inside the guard: a rename that fails (a full or read-only disk)
+    neither leaks the partial folder nor loses the artifact already in place."""
+    run = RunFolder(tmp_path / "run")
+    final = run.stage_dir(1, "export")
+    with run.staging(final, "k" * 16) as partial:
+        (partial / "model.onnx").write_text("old")
+    real = Path.rename
+
+    def failing(self, target):
+        if ".partial-" in self.name:
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="No space left"):
+        with run.staging(final, "j" * 16) as partial:
+            (partial / "model.onnx").write_text("new")
+    monkeypatch.undo()
+    assert (final / "model.onnx").read_text() == "old" and sorted(p.name for p in run.root.iterdir()) == ["01-export"]
 
 
 def test_manifest_is_current_only_for_same_fingerprint_and_untouched_outputs(tmp_path):

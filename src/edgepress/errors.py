@@ -31,3 +31,7 @@ class StageError(EdgepressError):
 
 class TargetError(EdgepressError):
     """A benchmark target is missing, not set up, or unreachable."""
+
+
+class RunInUseError(EdgepressError):
+    """Another edgepress process holds the run folder."""

@@ -18,12 +18,14 @@ from edgepress.runs import (
     MANIFEST_SCHEMA,
     RunFolder,
     current_manifest,
+    drop_checkpoints,
     environment,
     file_hashes,
     fingerprint,
     tree_hash,
     write_manifest,
 )
+from edgepress.run_lock import run_lock
 from edgepress.stages import get_stage
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,11 @@ def run_recipe(
     ``after_stage`` sees each outcome as it comes; what it raises ends the run there (a search
     stops a trial that can no longer meet its limits)."""
     run = RunFolder(Path(recipe.output_dir) / recipe.name)
+    with run_lock(run.root):
+        return _run_stages(recipe, run, force, place, after_stage)
+
+
+def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | None, after_stage) -> list[StageOutcome]:
     data = load_data(recipe.data)
     log.info("data %s: %s", recipe.data.source, data.describe())
     run.write_text("recipe.yaml", recipe_to_yaml(recipe))
@@ -101,9 +108,10 @@ def _run_stage(
     log.info("%s: running %s", context.out_dir, name)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
-    with run.staging(context.out_dir) as partial:
+    with run.staging(context.out_dir, expected) as partial:
         # through JSON and back, so that a fresh manifest equals the one a later run reads from disk
         metrics = json.loads(json.dumps(get_stage(name).load()(replace(context, out_dir=partial)), default=str))
+        drop_checkpoints(partial)
         outputs = file_hashes(partial)
         manifest = {
             "schema": MANIFEST_SCHEMA,

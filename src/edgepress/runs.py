@@ -2,8 +2,11 @@
 
 Layout: ``<output_dir>/<name>/recipe.yaml`` (the resolved recipe of the last run) and one folder
 per stage, ``NN-<stage>/``, holding the artifact and ``edgepress.json``. A stage writes into a
-hidden temporary folder that is renamed into place only when the stage has finished, so a
-crash never leaves a half-written artifact where a later stage (or a user) would read it.
+hidden partial folder, ``.NN-<stage>.partial-<fingerprint>``, renamed into place only when the
+stage has finished, so a crash never leaves a half-written artifact where a later stage (or a user)
+would read it. An error removes the partial folder; a kill (SIGKILL, power loss) leaves it, and the
+next run of the same stage with the same fingerprint resumes from the training checkpoints inside
+it (training.py); partial folders of other fingerprints are removed, and the run says so.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -21,7 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "edgepress.json"
+CHECKPOINTS = ".checkpoints"  # inside a partial folder: what an interrupted stage resumes from
 MANIFEST_SCHEMA = 1
 TRACKED_PACKAGES = (
     "edgepress", "torch", "transformers", "datasets", "accelerate", "onnx", "onnxruntime",
@@ -102,18 +109,54 @@ class RunFolder:
         return target
 
     @contextlib.contextmanager
-    def staging(self, final: Path) -> Iterator[Path]:
-        """Yield an empty temporary folder beside ``final`` (so that the rename stays on one file
-        system); on success it replaces ``final``, on error it is removed."""
+    def staging(self, final: Path, key: str) -> Iterator[Path]:
+        """Yield the partial folder of ``final`` for ``key`` (the stage's fingerprint), beside it so
+        that the rename stays on one file system; on success it replaces ``final``, on error it is
+        removed. A partial folder a killed run left for the same key is reused, keeping only its
+        checkpoints."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-        partial.mkdir()
+        partial = final.parent / f".{final.name}.partial-{key[:16]}"
+        remove_leftovers(final, keep=partial)
+        if partial.is_dir():
+            _keep_only_checkpoints(partial)
+        partial.mkdir(exist_ok=True)
         try:
             yield partial
+            _swap_into_place(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        _swap_into_place(partial, final)
+
+
+def remove_leftovers(final: Path, keep: Path | None = None) -> list[str]:
+    """Remove what killed runs left beside ``final``: partial folders of other fingerprints, a
+    replaced folder not yet deleted, old-style Trainer scratch folders. Returns their names."""
+    patterns = (f".{final.name}.partial-*", f".{final.name}.old-*", ".trainer-*")
+    found = sorted({p for pattern in patterns for p in final.parent.glob(pattern) if p.is_dir() and p != keep})
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    if found:
+        log.info("removed %s, left by an interrupted run", ", ".join(p.name for p in found))
+    return [p.name for p in found]
+
+
+def _keep_only_checkpoints(partial: Path) -> None:
+    """A killed run's outputs may be half-written: only its checkpoints (written atomically by the
+    Trainer, each a complete folder) are kept to resume from."""
+    for path in partial.iterdir():
+        if path.name == CHECKPOINTS:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if (partial / CHECKPOINTS).is_dir():
+        log.info("%s: resuming, with the checkpoints an interrupted run left", partial.name)
+
+
+def drop_checkpoints(folder: Path) -> None:
+    """Checkpoints are for resuming, not part of the artifact: removed before it is hashed."""
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
 
 
 def _swap_into_place(partial: Path, final: Path) -> None:
@@ -122,7 +165,12 @@ def _swap_into_place(partial: Path, final: Path) -> None:
     if final.exists():
         retired = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         final.rename(retired)
-    partial.rename(final)
+    try:
+        partial.rename(final)
+    except BaseException:
+        if retired is not None:  # put the previous artifact back rather than leave none
+            retired.rename(final)
+        raise
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
 

@@ -97,6 +97,9 @@ class TrainingSection(Section):
     )
     early_stopping_threshold: float = Field(0.0, ge=0, description="Smallest improvement that counts.")
     logging_steps: int = Field(10, gt=0, description="Log the training loss every N steps.")
+    checkpoint_steps: int = Field(
+        500, gt=0, description="Evaluate and checkpoint every N steps (and once an epoch): a killed run resumes from the last checkpoint."
+    )
 
 
 class FinetuneSection(TrainingSection):

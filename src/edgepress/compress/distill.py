@@ -22,7 +22,7 @@ from edgepress.compress import losses, teacher_cache
 from edgepress.compress.augment import augment_texts
 from edgepress.compress.students import Student, build_student, check_compatible, layer_map
 from edgepress.compress.teacher_cache import CacheRequest, TeacherOutputs
-from edgepress.compress.training import early_stopping, scratch_dir, train_summary, training_arguments
+from edgepress.compress.training import checkpoint_dir, early_stopping, train_resumable, train_summary, training_arguments
 from edgepress.features import tokenize_split
 from edgepress.metrics import evaluate_torch, trainer_metrics
 from edgepress.models import encoder_parts, load_classifier, save_artifact
@@ -141,10 +141,10 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
         outputs = TeacherOutputs(torch.zeros(len(rows["text"]), teacher.config.num_labels))
     projections = projections_for(student.model, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
     del teacher
-    with scratch_dir(ctx.out_dir) as work:
-        summary = train_with_teacher(
-            student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx.data.validation, ctx.recipe.seed, work
-        )
+    summary = train_with_teacher(
+        student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx.data.validation, ctx.recipe.seed,
+        checkpoint_dir(ctx.out_dir, "distill"),
+    )  # fmt: skip
     save_artifact(student.model, student.tokenizer, ctx.out_dir)
     metrics = evaluate_torch(student.model, student.tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size)
     return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": _describe(student, mapping, len(rows["text"]))}
@@ -225,7 +225,7 @@ def train_with_teacher(
         loss_cfg=cfg.loss,
         mapping=mapping,
     )
-    summary = train_summary(trainer, trainer.train(), cfg)
+    summary = train_summary(trainer, train_resumable(trainer, work), cfg)
     return {**summary, **trainer.final_terms}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepress.compress.training import early_stopping, scratch_dir, train_summary, training_arguments
+from edgepress.compress.training import checkpoint_dir, early_stopping, train_resumable, train_summary, training_arguments
 from edgepress.errors import StageError
 from edgepress.features import tokenize_split
 from edgepress.metrics import evaluate_torch, trainer_metrics
@@ -30,8 +30,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     model_cfg = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
     model, tokenizer = load_classifier(model_cfg, ctx.data.labels)
     freeze(model, cfg.freeze_embeddings, cfg.freeze_layers)
-    with scratch_dir(ctx.out_dir) as work:
-        summary = _train(model, tokenizer, ctx, work)
+    summary = _train(model, tokenizer, ctx, checkpoint_dir(ctx.out_dir, "finetune"))
     save_artifact(model, tokenizer, ctx.out_dir)
     return {
         **evaluate_torch(model, tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size),
@@ -68,5 +67,5 @@ def _train(model: "PreTrainedModel", tokenizer, ctx: "StageContext", work: Path)
         compute_metrics=trainer_metrics,
         callbacks=early_stopping(cfg),
     )
-    summary = train_summary(trainer, trainer.train(), cfg)
+    summary = train_summary(trainer, train_resumable(trainer, work), cfg)
     return {**summary, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}

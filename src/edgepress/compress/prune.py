@@ -17,7 +17,7 @@ from edgepress.compress import importance, surgery, vocabulary
 from edgepress.compress.distill import projections_for, teacher_outputs_for, train_with_teacher
 from edgepress.compress.prune_plan import Baseline, Cut, plan_budget, plan_fractions
 from edgepress.compress.students import Student, layer_map
-from edgepress.compress.training import scratch_dir
+from edgepress.compress.training import checkpoint_dir
 from edgepress.errors import RecipeError, StageError
 from edgepress.features import text_slice
 from edgepress.metrics import evaluate_torch, torch_logits
@@ -197,11 +197,10 @@ def _step(ctx: "StageContext", model, tokenizer, sample: list[dict], base: Basel
         surgery.remove_neurons(model, cut.neurons)
     shape = surgery.describe(model, cfg.max_seq_length)
     after_cut = _validation_accuracy(ctx, model, tokenizer)
-    with scratch_dir(ctx.out_dir) as work:
-        recovery = train_with_teacher(
-            model, tokenizer, teacher.projections, teacher.rows, teacher.outputs, teacher.mapping, cfg,
-            ctx.data.validation, ctx.recipe.seed + k, work,
-        )  # fmt: skip
+    recovery = train_with_teacher(
+        model, tokenizer, teacher.projections, teacher.rows, teacher.outputs, teacher.mapping, cfg,
+        ctx.data.validation, ctx.recipe.seed + k, checkpoint_dir(ctx.out_dir, f"recovery-{k}"),
+    )  # fmt: skip
     recovered = _validation_accuracy(ctx, model, tokenizer)
     removed = cut.counts()
     log.info(

@@ -1,18 +1,27 @@
-"""What every Trainer-based stage shares: arguments, early stopping, a summary of the run."""
+"""What every Trainer-based stage shares: arguments, checkpoints and resume, early stopping, a
+summary of the run.
+
+Checkpoints (weights as safetensors, optimizer, scheduler and RNG state) go inside the stage's
+partial folder, ``.checkpoints/<name>/``, every ``checkpoint_steps`` steps (and once an epoch). A
+killed run leaves that folder behind; the next run of the same stage (same fingerprint, so the same
+partial folder) resumes from the last checkpoint. The folder is removed before the artifact is
+hashed (``runs.drop_checkpoints``), so checkpoints never end up in an artifact."""
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from edgepress.runs import CHECKPOINTS
 from edgepress.sections import TrainingSection
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
+log = logging.getLogger(__name__)
 
 
 def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: Path, **overrides: Any) -> "TrainingArguments":
@@ -21,9 +30,9 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
 
     steps_per_epoch = math.ceil(train_size / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
-    # Evaluate (and checkpoint) once an epoch, and at least once in a run shorter than an epoch,
-    # so that the best model can always be picked and early stopping always has a signal.
-    every = max(1, min(steps_per_epoch, total_steps))
+    # Evaluate and checkpoint every checkpoint_steps, at least once an epoch and once a run, so that
+    # the best model can always be picked, early stopping has a signal, and a kill loses little.
+    every = max(1, min(steps_per_epoch, total_steps, cfg.checkpoint_steps))
     return TrainingArguments(
         output_dir=str(work),
         learning_rate=cfg.learning_rate,
@@ -40,7 +49,7 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         save_strategy="steps",
         save_steps=every,
         save_total_limit=1,
-        save_only_model=True,
+        save_only_model=False,  # optimizer, scheduler and RNG state too: what resuming needs
         load_best_model_at_end=True,
         metric_for_best_model=cfg.metric_for_best_model,
         greater_is_better=True,
@@ -54,15 +63,32 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
     )
 
 
-@contextlib.contextmanager
-def scratch_dir(out_dir: Path) -> Iterator[Path]:
-    """A folder for Trainer checkpoints beside the stage's output, removed afterwards: checkpoints
-    are only needed to pick the best model, and must not end up in the artifact."""
-    work = Path(tempfile.mkdtemp(prefix=".trainer-", dir=out_dir.parent))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def checkpoint_dir(out_dir: Path, name: str) -> Path:
+    """Where one training run of a stage checkpoints (``name``: one per run, e.g. ``recovery-2``)."""
+    work = out_dir / CHECKPOINTS / name
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def train_resumable(trainer: "Trainer", work: Path) -> Any:
+    """``trainer.train()``, from the last checkpoint in ``work`` when an interrupted run left one."""
+    last = last_checkpoint(work)
+    if last:
+        log.info("resuming training from %s, left by an interrupted run", last.name)
+    return trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+
+def last_checkpoint(work: Path) -> Path | None:
+    """The newest complete checkpoint. The Trainer writes ``trainer_state.json`` last, so a folder
+    without it was being saved when the run was killed: it is removed, not resumed from."""
+    complete = []
+    for folder in work.glob("checkpoint-*"):
+        if (folder / "trainer_state.json").is_file():
+            complete.append(folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s, a checkpoint an interrupted run had not finished writing", folder.name)
+    return max(complete, key=lambda f: int(f.name.rsplit("-", 1)[-1]), default=None)
 
 
 def early_stopping(cfg: TrainingSection) -> list["TrainerCallback"]:
