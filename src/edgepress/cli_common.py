@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import re
 from typing import Any, Callable
 
 import typer
@@ -28,10 +30,31 @@ def reported(command: Callable) -> Callable:
             _fail(exc, str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:
             _fail(exc, "interrupted; stages that had not finished left nothing behind", 130)
+        except OSError as exc:  # the file system refused: a full disk, a path that is a file, no permission
+            _fail(exc, _os_message(exc), 1)
         except Exception as exc:  # a bug, not bad input: still one line, and how to get more
+            wrapped = _wrapped_os_error(exc)
+            if wrapped is not None:
+                _fail(exc, _os_message(wrapped), 1)
             _fail(exc, f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
     return wrapper
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _wrapped_os_error(exc: Exception) -> OSError | None:
+    """An OS error that a Rust or C extension reported as its own type (safetensors: "... (os error 28)")."""
+    found = re.search(r"(?:I/O error: )?([^:]*?) \(os error (\d+)\)", str(exc))
+    return OSError(int(found[2]), found[1].strip()) if found else None
+
+
+def _os_message(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    if exc.errno in FULL:
+        return f"could not write {where}: {exc.strerror}; free disk space (or write elsewhere: --output-dir), then run again; nothing half-written was kept"
+    return f"could not use {where}: {exc.strerror}; check that the path is a folder you can write (--output-dir), then run again"
 
 
 def _fail(exc: BaseException, message: str, code: int) -> None:

@@ -217,6 +217,13 @@ def _loading(name: str, source: str) -> Iterator[None]:
         yield
     except (OSError, ValueError) as exc:
         raise ModelError(_load_error_message(name, source, exc)) from exc
+    except Exception as exc:  # safetensors' own error type (a truncated or corrupt file) is not an OSError
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ModelError(
+            f"model {name}: its weights are not a readable safetensors file ({str(exc).strip()}); the file is truncated or "
+            "corrupt: copy or download it again"
+        ) from exc
     finally:
         hf_logging.set_verbosity(level)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgepress.data import SplitData, load_data
+from edgepress.errors import RecipeError
 from edgepress.models import is_local, resolve_source
 from edgepress.recipe import Recipe, recipe_to_yaml
 from edgepress.runs import (
@@ -68,6 +69,8 @@ def run_recipe(
 
 
 def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | None, after_stage) -> list[StageOutcome]:
+    if place is None and not force:  # stages placed by fingerprint (a search) cannot mix runs
+        _check_same_origin(run, recipe)
     data = load_data(recipe.data)
     log.info("data %s: %s", recipe.data.source, data.describe())
     run.write_text("recipe.yaml", recipe_to_yaml(recipe))
@@ -91,6 +94,27 @@ def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | 
             after_stage(outcomes[-1])
         source, source_hash = str(folder), manifest["artifact_hash"]
     return outcomes
+
+
+def _check_same_origin(run: RunFolder, recipe: Recipe) -> None:
+    """A run folder holds one model on one dataset: a recipe with another model or other data under
+    the same name would replace that run's stages one by one, mixing two experiments meanwhile."""
+    import yaml
+
+    previous_file = run.root / "recipe.yaml"
+    if not previous_file.is_file():
+        return
+    try:
+        previous = yaml.safe_load(previous_file.read_text(encoding="utf-8")) or {}
+        before = (previous["model"]["name_or_path"], previous["data"]["source"])
+    except (yaml.YAMLError, KeyError, TypeError):
+        return  # not a recipe edgepress wrote: nothing to compare with
+    now = (recipe.model.name_or_path, recipe.data.source)
+    if before != now:
+        raise RecipeError(
+            f"run folder {run.root} holds a run of model {before[0]} on data {before[1]}, and this recipe uses model "
+            f"{now[0]} on data {now[1]}; give this run another name (--name, or name: in the recipe), or --force to replace that run"
+        )
 
 
 def stage_config(recipe: Recipe, stage: str, reads_model_section: bool) -> dict[str, Any]:

@@ -93,13 +93,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RecipeError(f"recipe {path} is not valid YAML ({first_line}); fix the syntax") from None
+        raise RecipeError(f"recipe {path} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections (model:, data:, ...), not {type(raw).__name__}")
     return raw
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What PyYAML found and where (1-based line and column), e.g. "line 2, column 18: expected ',' or ']'"."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

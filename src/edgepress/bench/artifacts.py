@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from edgepress.errors import ModelError
 from edgepress.export.bundle import SUFFIX, bundle_name
+from edgepress.export.runtime import load_onnx
 from edgepress.runs import read_manifest
 
 TORCH_STAGES = ("finetune", "distill", "prune")
@@ -88,6 +89,8 @@ def named_models(items: list[str]) -> list[Artifact]:
         if not path.exists():
             raise ModelError(f"--model {item}: {path} does not exist; give NAME=PATH of an ONNX file or a model folder")
         if path.is_file():
+            if path.suffix == ".onnx":
+                load_onnx(path)  # a file that is not ONNX: one line naming it, before anything is timed
             found.append(Artifact(name, "onnx", path, path.parent))
         elif (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             found.append(Artifact(name, "torch", path, path))
