@@ -16,7 +16,8 @@ from edgepress.export.runtime import feeds, open_session
 from edgepress.models import load_trained
 from edgepress.pipeline import run_recipe
 from edgepress.recipe import validate_recipe
-from edgepress.sections import DataSection, ExportSection, ModelSection
+from edgepress.sections import DataSection, ModelSection
+from edgepress.sections_deploy import ExportSection
 
 runner = CliRunner()
 

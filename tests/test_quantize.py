@@ -13,7 +13,7 @@ from edgepress.compress.quant_configs import PRESETS, QuantConfig, cpu_target, f
 from edgepress.errors import StageError
 from edgepress.pipeline import run_recipe
 from edgepress.recipe import validate_recipe
-from edgepress.sections import QuantizeSection
+from edgepress.sections_deploy import QuantizeSection
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from edgepress.cli import app
 from edgepress.compress import surgery
 from edgepress.pipeline import run_recipe
 from edgepress.recipe import validate_recipe
-from edgepress.search.space import grid, parse_space
+from edgepress.search.space import parse_space
 from edgepress.search.stopping import EarlyStop, architecture_key
 from edgepress.search.study import Plan, done_trials, open_storage, run_study
 from test_search import run_raw, trim_and_export

@@ -15,17 +15,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from edgepress.errors import RecipeError
-from edgepress.sections import (
-    BenchSection,
-    DataSection,
-    DistillSection,
-    ExportSection,
-    FinetuneSection,
-    ModelSection,
-    PruneSection,
-    QuantizeSection,
-    Section,
-)
+from edgepress.sections import DataSection, DistillSection, FinetuneSection, ModelSection, PruneSection, Section
+from edgepress.sections_deploy import BenchSection, ExportSection, QuantizeSection
 from edgepress.sections_search import SearchSection
 from edgepress.stages import STAGES, check_stage_order
 

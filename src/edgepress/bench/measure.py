@@ -21,7 +21,7 @@ from edgepress.errors import TargetError
 from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
-    from edgepress.sections import BenchSection
+    from edgepress.sections_deploy import BenchSection
 
 log = logging.getLogger(__name__)
 

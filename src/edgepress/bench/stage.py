@@ -13,7 +13,7 @@ from edgepress.bench.report import bench_document, write_reports
 if TYPE_CHECKING:
     from edgepress.data import SplitData
     from edgepress.pipeline import StageContext
-    from edgepress.sections import BenchSection
+    from edgepress.sections_deploy import BenchSection
 
 log = logging.getLogger(__name__)
 

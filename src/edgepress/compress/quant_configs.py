@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgepress.sections import QuantizeSection
+    from edgepress.sections_deploy import QuantizeSection
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from edgepress.runs import CHECKPOINTS
 from edgepress.sections import TrainingSection

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from edgepress.errors import RecipeError, StageError
 from edgepress.models import tokenizer_spec, wordpiece_spec

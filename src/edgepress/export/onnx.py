@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from edgepress.pipeline import StageContext
-    from edgepress.sections import ExportSection
+    from edgepress.sections_deploy import ExportSection
 
 log = logging.getLogger(__name__)
 
