@@ -233,3 +233,13 @@ def test_two_workers_on_one_storage_stop_when_the_study_is_full(tmp_path, tiny_c
     study = optuna.load_study(study_name="shared", storage=storage)
     # alone, each would have run 3; together they stop at 3, plus at most the one still running in the other
     assert 3 <= len(done_trials(study)) <= 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_an_objective_the_final_stage_does_not_record_fails_the_trial_with_one_line(tmp_path, tiny_classifier, tiny_csv):
+    base = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "f1")
+    base.update(stages=["prune", "export", "quantize"], quantize={"max_seq_length": 24, "static": False})
+    study = run_study(base, parse_space({"export.optimize": [True]}, base), Plan(objectives=("f1_macro",), trials=1), f"sqlite:///{tmp_path / 'f1.db'}")
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["error"] == "search: the quantize stage records no validation f1_macro; use accuracy as the objective"
+    assert len(done_trials(study)) == 1  # a recipe failure counts: it is not re-run

@@ -96,9 +96,14 @@ def write_json(study: "optuna.Study", front, objectives: tuple[str, ...], limits
         "limits": limits,
         "reference_ms": study.user_attrs.get("reference_ms"),
         "trials": [trial_line(t, objectives) for t in study.trials],
-        "front": [{"trial": t.number, "validation": t.user_attrs["values"], "test": tests.get(t.number, {})} for t in front],
+        "front": [{"trial": t.number, "validation": _finite(t.user_attrs["values"]), "test": tests.get(t.number, {})} for t in front],
     }
-    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+    path.write_text(json.dumps(document, indent=2, default=str, allow_nan=False), encoding="utf-8")
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """Without NaN (studies written before every value was measured): search.json stays strict JSON."""
+    return {k: v for k, v in values.items() if v == v}
 
 
 def write_plot(study: "optuna.Study", front, limits: dict[str, float], path: Path) -> bool:

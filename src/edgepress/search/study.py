@@ -61,11 +61,8 @@ def trial_values(outcome: "StageOutcome", measure: Measure | None) -> dict[str, 
     """Validation accuracy and macro-F1, file size, and (when ``measure`` is given) batch-1 latency."""
     validation = (outcome.manifest.get("metrics") or {}).get("validation") or {}
     artifact = final_artifact(outcome)
-    values = {
-        "accuracy": float(validation.get("accuracy", float("nan"))),
-        "f1_macro": float(validation.get("f1_macro", float("nan"))),
-        "size_mb": artifact.stat().st_size / 1e6,
-    }
+    values = {k: float(validation[k]) for k in ("accuracy", "f1_macro") if validation.get(k) is not None}
+    values["size_mb"] = artifact.stat().st_size / 1e6
     if measure is not None:
         values["latency_ms"] = float(measure(artifact))
         baseline = getattr(measure, "baseline_ms", None)
@@ -103,6 +100,9 @@ def run_study(
             hook = stop.after_stage(trial, recipe.stages[-1]) if stop else None
             outcomes = run_recipe(recipe, place=lambda index, stage, fingerprint: store / f"{stage}-{fingerprint[:16]}", after_stage=hook)
             measured = trial_values(outcomes[-1], measure)
+            absent = [o for o in plan.objectives if o not in measured]
+            if absent:  # e.g. the quantize stage records validation accuracy only
+                raise EdgepressError(f"search: the {outcomes[-1].stage} stage records no validation {absent[0]}; use accuracy as the objective")
         except EdgepressError as exc:
             trial.set_user_attr("error", str(exc))  # a failure of the recipe, not of the process: counts as done
             raise
