@@ -61,7 +61,11 @@ def _setup_logging(debug: bool) -> None:
 
     handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
-    logging.getLogger("edgepress").setLevel(logging.DEBUG if debug else logging.INFO)
+    from edgepress import distributed
+
+    # under torchrun / accelerate launch every process would print the same lines: the main one speaks
+    quiet = not distributed.is_main() and not debug
+    logging.getLogger("edgepress").setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
 @app.command()

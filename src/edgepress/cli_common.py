@@ -66,10 +66,13 @@ def _fail(exc: BaseException, message: str, code: int) -> None:
 
 def execute(recipe: Any, force: bool) -> None:
     """Run a resolved recipe and print the summary table."""
+    from edgepress import distributed
     from edgepress.pipeline import run_recipe
     from edgepress.summary import print_summary
 
-    print_summary(run_recipe(recipe, force=force))
+    outcomes = run_recipe(recipe, force=force)
+    if distributed.is_main():  # under torchrun every process returns here; one table is enough
+        print_summary(outcomes)
 
 
 def given(flags: dict[str, Any]) -> dict[str, Any]:

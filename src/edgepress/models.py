@@ -154,9 +154,14 @@ def load_artifact(folder: str | Path) -> tuple["PreTrainedModel", "PreTrainedTok
 
 
 def save_artifact(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path) -> None:
-    """A folder that ``AutoModelForSequenceClassification.from_pretrained`` opens without edgepress."""
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    """A folder that ``AutoModelForSequenceClassification.from_pretrained`` opens without edgepress.
+    Under a multi-process launcher only the main process writes (the others hold the same weights)."""
+    from edgepress import distributed
+
+    if distributed.is_main():
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+    distributed.barrier()  # what a stage reads back after saving is there for every process
 
 
 def encoder_parts(model: "PreTrainedModel") -> tuple["nn.Module", list["nn.Module"]]:

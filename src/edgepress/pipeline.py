@@ -3,6 +3,7 @@ when its manifest shows the same config and inputs (resume)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,8 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from edgepress import distributed
 from edgepress.data import SplitData, load_data
-from edgepress.errors import RecipeError
+from edgepress.errors import RecipeError, StageError
 from edgepress.models import is_local, resolve_source
 from edgepress.recipe import Recipe, recipe_to_yaml
 from edgepress.runs import (
@@ -23,6 +25,8 @@ from edgepress.runs import (
     environment,
     file_hashes,
     fingerprint,
+    partial_dir,
+    read_manifest,
     tree_hash,
     write_manifest,
 )
@@ -64,7 +68,7 @@ def run_recipe(
     ``after_stage`` sees each outcome as it comes; what it raises ends the run there (a search
     stops a trial that can no longer meet its limits)."""
     run = RunFolder(Path(recipe.output_dir) / recipe.name)
-    with run_lock(run.root):
+    with run_lock(run.root) if distributed.is_main() else contextlib.nullcontext():
         return _run_stages(recipe, run, force, place, after_stage)
 
 
@@ -73,7 +77,8 @@ def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | 
         _check_same_origin(run, recipe)
     data = load_data(recipe.data)
     log.info("data %s: %s", recipe.data.source, data.describe())
-    run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+    if distributed.is_main():
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
     source = resolve_source(recipe.model.name_or_path)
     source_hash = _source_hash(source, recipe)
     outcomes = []
@@ -82,6 +87,7 @@ def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | 
         inputs = {"model": source_hash, "data": data.fingerprint, **environment_facts(recipe, name)}
         expected = fingerprint(name, config, inputs)
         folder = place(index, name, expected) if place else run.stage_dir(index, name)
+        distributed.barrier()  # every process sees the previous stage in place before deciding
         manifest = None if force else current_manifest(folder, expected)
         skipped = manifest is not None
         if skipped:
@@ -129,12 +135,16 @@ def stage_config(recipe: Recipe, stage: str, reads_model_section: bool) -> dict[
 def _run_stage(
     run: RunFolder, context: StageContext, name: str, config: dict[str, Any], inputs: dict[str, str], expected: str
 ) -> dict[str, Any]:
+    if not distributed.is_main():
+        return _follow_stage(context, name, expected)
     log.info("%s: running %s", context.out_dir, name)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     with run.staging(context.out_dir, expected) as partial:
+        distributed.barrier()  # 1: the partial folder is ready for the other processes
         # through JSON and back, so that a fresh manifest equals the one a later run reads from disk
         metrics = json.loads(json.dumps(get_stage(name).load()(replace(context, out_dir=partial)), default=str))
+        distributed.barrier()  # 2: every process has finished the stage
         drop_checkpoints(partial)
         outputs = file_hashes(partial)
         manifest = {
@@ -152,6 +162,21 @@ def _run_stage(
             "environment": environment(),
         }
         write_manifest(partial, manifest)
+    distributed.barrier()  # 3: the artifact is in place
+    return manifest
+
+
+def _follow_stage(context: StageContext, name: str, expected: str) -> dict[str, Any]:
+    """A process other than the main one: trains with it (DDP), writes nothing, reads its manifest."""
+    spec = get_stage(name)
+    distributed.barrier()  # 1
+    if spec.every_process:
+        spec.load()(replace(context, out_dir=partial_dir(context.out_dir, expected)))
+    distributed.barrier()  # 2
+    distributed.barrier()  # 3
+    manifest = read_manifest(context.out_dir)
+    if manifest is None:
+        raise StageError(f"{context.out_dir}: the main process wrote no manifest; see its log for the error")
     return manifest
 
 

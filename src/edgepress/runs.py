@@ -115,7 +115,7 @@ class RunFolder:
         removed. A partial folder a killed run left for the same key is reused, keeping only its
         checkpoints."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.parent / f".{final.name}.partial-{key[:16]}"
+        partial = partial_dir(final, key)
         remove_leftovers(final, keep=partial)
         if partial.is_dir():
             _keep_only_checkpoints(partial)
@@ -126,6 +126,11 @@ class RunFolder:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+
+
+def partial_dir(final: Path, key: str) -> Path:
+    """Where the stage that ends in ``final`` writes while it runs (every process of a launch agrees on it)."""
+    return final.parent / f".{final.name}.partial-{key[:16]}"
 
 
 def remove_leftovers(final: Path, keep: Path | None = None) -> list[str]:

@@ -18,6 +18,7 @@ class StageSpec:
     name: str
     entry: str  # "package.module:function"; the function takes a StageContext
     summary: str
+    every_process: bool = False  # under a multi-process launcher: runs on every rank (training), else on the main one
 
     def load(self) -> Callable:
         module_name, _, attr = self.entry.partition(":")
@@ -27,9 +28,9 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
-        StageSpec("finetune", "edgepress.compress.finetune:run_stage", "fine-tune the teacher with the Trainer"),
-        StageSpec("distill", "edgepress.compress.distill:run_stage", "distill the teacher into a smaller student"),
-        StageSpec("prune", "edgepress.compress.prune:run_stage", "remove heads, FFN neurons and layers, recovering by distillation"),
+        StageSpec("finetune", "edgepress.compress.finetune:run_stage", "fine-tune the teacher with the Trainer", every_process=True),
+        StageSpec("distill", "edgepress.compress.distill:run_stage", "distill the teacher into a smaller student", every_process=True),
+        StageSpec("prune", "edgepress.compress.prune:run_stage", "remove heads, FFN neurons and layers, recovering by distillation", every_process=True),
         StageSpec("export", "edgepress.export.onnx:run_stage", "export to ONNX, check parity, optimize"),
         StageSpec("quantize", "edgepress.compress.quantize:run_stage", "int8 dynamic and static quantization of the ONNX model"),
         StageSpec("bench", "edgepress.bench.stage:run_stage", "latency, size and accuracy of every artifact of the run"),

@@ -68,7 +68,7 @@ class DistillTrainer(Trainer):
         labels = inputs.pop("labels")
         training = model.training and idx is not None
         cfg = self.loss_cfg
-        out = model.student(
+        out = model(  # through the wrapper: under DDP its forward is what synchronizes gradients
             **inputs,
             output_hidden_states=training and cfg.hidden_weight > 0,
             output_attentions=training and cfg.attention_weight > 0,
@@ -91,7 +91,7 @@ class DistillTrainer(Trainer):
         if cfg.hidden_weight > 0:
             terms["hidden"] = sum(
                 losses.hidden_mse(
-                    model.projections[str(s)](out.hidden_states[s + 1]),
+                    getattr(model, "module", model).projections[str(s)](out.hidden_states[s + 1]),  # DDP wraps as .module
                     teacher.hidden[t][idx, :seq].to(mask.device),
                     mask,
                 )

@@ -71,16 +71,20 @@ def teacher_outputs(
     """Cached outputs if this teacher already saw these texts with these settings, else compute and save."""
     from safetensors.torch import load_file, save_file
 
+    from edgepress import distributed
+
     path = cache_dir / f"teacher-{request.key(rows)}.safetensors"
-    if path.is_file():
-        log.info("reusing cached teacher outputs %s", path)
-        return TeacherOutputs.from_tensors(load_file(str(path)))
-    outputs = run_teacher(teacher, tokenizer, rows, request, batch_size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    save_file({k: v.contiguous() for k, v in outputs.tensors().items()}, str(partial))
-    partial.replace(path)
-    return outputs
+    if distributed.is_main() and not path.is_file():  # computed once, by the main process; the others wait
+        outputs = run_teacher(teacher, tokenizer, rows, request, batch_size)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        save_file({k: v.contiguous() for k, v in outputs.tensors().items()}, str(partial))
+        partial.replace(path)
+        distributed.barrier()
+        return outputs
+    distributed.barrier()
+    log.info("reusing cached teacher outputs %s", path)
+    return TeacherOutputs.from_tensors(load_file(str(path)))
 
 
 def run_teacher(

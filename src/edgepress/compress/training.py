@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgepress import distributed
 from edgepress.runs import CHECKPOINTS
 from edgepress.sections import TrainingSection
 
@@ -28,7 +29,8 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
     import torch
     from transformers import TrainingArguments
 
-    steps_per_epoch = math.ceil(train_size / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    # the global batch: per-device batch x processes (torchrun / accelerate launch) x accumulation
+    steps_per_epoch = math.ceil(train_size / (cfg.batch_size * distributed.world_size() * cfg.gradient_accumulation_steps))
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
     # Evaluate and checkpoint every checkpoint_steps, at least once an epoch and once a run, so that
     # the best model can always be picked, early stopping has a signal, and a kill loses little.
@@ -59,6 +61,8 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         data_seed=seed,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
+        ddp_backend=distributed.backend(),  # gloo on CPU under torchrun / accelerate launch; None alone
+        use_cpu=distributed.on_cpu(),
         **overrides,
     )
 

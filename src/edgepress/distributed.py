@@ -1,0 +1,55 @@
+"""Running under ``accelerate launch`` or ``torchrun``: which process writes, and waiting for it.
+
+edgepress has no distributed engine of its own: the launcher starts one process per device and sets
+``RANK`` and ``WORLD_SIZE``; the Trainer does data-parallel training (DDP) across them. What edgepress
+adds is who writes: only the main process (rank 0) takes the run lock, writes artifacts, manifests,
+the teacher cache and reports, and renames stage folders; the others run the training stages with
+it (DDP needs every rank) and wait at barriers for everything else. The process group is accelerate's
+(``PartialState``), the one the Trainer uses: gloo on CPU, NCCL on GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def backend() -> str | None:
+    """The Trainer's ``ddp_backend``: None in a single process (nothing to set up)."""
+    if world_size() == 1:
+        return None
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing in a single process)."""
+    if world_size() == 1:
+        return
+    state().wait_for_everyone()
+
+
+def state():
+    """accelerate's process state, set up as the Trainer's will be (``cpu``: accelerate treats
+    several CPU processes as one unless told; the first set-up in a process is the one that holds)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available(), backend=backend())
+
+
+def on_cpu() -> bool:
+    """Several processes on CPU: the Trainer needs ``use_cpu`` to run them as one DDP group."""
+    if world_size() == 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
