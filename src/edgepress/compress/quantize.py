@@ -63,7 +63,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
         for mode in [m for m in ("dynamic", "static") if getattr(cfg, m)]:
             source = _source(folder, mode)
-            config, trials = _search(mode, source, Path(scratch), tokenizer, reference, calibration, ctx, preset)
+            config, trials = _search(mode, _copied(source, Path(scratch)), Path(scratch), tokenizer, reference, calibration, ctx, preset)
             final = ctx.out_dir / f"model_int8_{mode}.onnx"
             shutil.move(Path(scratch) / f"{mode}-kept.onnx", final)
             variants[mode] = _describe(final, source, config, trials, tokenizer, test_rows, fp32_test, ctx)
@@ -160,6 +160,16 @@ def _log_variant(mode: str, variant: dict) -> None:
         mode, variant["described"], 100 * variant["test"]["accuracy"], 100 * variant["test_agreement_with_fp32"],
         variant["size_ratio"],
     )  # fmt: skip
+
+
+def _copied(source: Path, scratch: Path) -> Path:
+    """The input graph, copied into this stage's scratch folder: ONNX Runtime's quantizer writes
+    ``<model>-inferred.onnx`` beside the file it reads, which would change the export stage's folder
+    (and stay there if the run is killed)."""
+    copy = scratch / f"source-{source.name}"
+    if not copy.is_file():
+        shutil.copy2(source, copy)
+    return copy
 
 
 def _source(folder: Path, mode: str) -> Path:
