@@ -52,7 +52,10 @@ class World:
 
     def file(self, name: str, content: str | bytes) -> Path:
         path = self.root / name
-        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
         return path
 
 

@@ -1,4 +1,4 @@
-"""Running under ``accelerate launch`` or ``torchrun``: which process writes, and waiting for it.
+"""Running under ``torchrun``: which process writes, and waiting for it.
 
 edgepress has no distributed engine of its own: the launcher starts one process per device and sets
 ``RANK`` and ``WORLD_SIZE``; the Trainer does data-parallel training (DDP) across them. What edgepress
@@ -30,6 +30,11 @@ def backend() -> str | None:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def on_cpu() -> bool:
+    """Several processes on CPU: the Trainer needs ``use_cpu`` to run them as one DDP group."""
+    return backend() == "gloo"
+
+
 def barrier() -> None:
     """Wait until every process gets here (nothing in a single process)."""
     if world_size() == 1:
@@ -40,16 +45,6 @@ def barrier() -> None:
 def state():
     """accelerate's process state, set up as the Trainer's will be (``cpu``: accelerate treats
     several CPU processes as one unless told; the first set-up in a process is the one that holds)."""
-    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available(), backend=backend())
-
-
-def on_cpu() -> bool:
-    """Several processes on CPU: the Trainer needs ``use_cpu`` to run them as one DDP group."""
-    if world_size() == 1:
-        return False
-    import torch
-
-    return not torch.cuda.is_available()
+    return PartialState(cpu=on_cpu(), backend=backend())

@@ -61,7 +61,7 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         data_seed=seed,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
-        ddp_backend=distributed.backend(),  # gloo on CPU under torchrun / accelerate launch; None alone
+        ddp_backend=distributed.backend(),  # gloo on CPU under torchrun; None alone
         use_cpu=distributed.on_cpu(),
         **overrides,
     )

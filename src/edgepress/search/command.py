@@ -35,8 +35,9 @@ def run_search(path: Path, overrides: list[str], trials: int | None, timeout: fl
     space = parse_space(settings.space, raw)
     run = Path(recipe.output_dir) / recipe.name
     run.mkdir(parents=True, exist_ok=True)
-    timer = _timer(recipe) if settings.timed else None
-    plan = Plan(objectives=tuple(settings.objectives), limits=settings.limits(_reference_accuracy(recipe)), trials=trials or settings.trials)
+    data = _validation_data(recipe) if settings.timed or settings.max_accuracy_drop is not None else None
+    timer = _timer(recipe, data) if settings.timed else None
+    plan = Plan(objectives=tuple(settings.objectives), limits=settings.limits(_reference_accuracy(recipe, data)), trials=trials or settings.trials)
     stop = _early_stop(settings, plan, timer)
     study = run_study(
         raw, space, plan, open_storage(storage or _default_storage(run), settings.heartbeat_s), timer,
@@ -104,18 +105,23 @@ def _early_stop(settings: "SearchSection", plan: Plan, timer) -> EarlyStop | Non
     return EarlyStop(limits.get("latency_ms"), limits.get("min_accuracy"), settings.probe_margin, timer, limits.get("latency_ratio"))
 
 
-def _reference_accuracy(recipe) -> float | None:
+def _validation_data(recipe):
+    """The recipe's data, loaded once for the reference's accuracy and the timer (validation only)."""
+    from edgepress.data import load_data
+
+    return load_data(recipe.data)
+
+
+def _reference_accuracy(recipe, data) -> float | None:
     """The reference model's validation accuracy, when a limit counts from it."""
     cfg = recipe.search
     if cfg.max_accuracy_drop is None:
         return None
     from transformers import AutoTokenizer
 
-    from edgepress.data import load_data
     from edgepress.export.runtime import evaluate_onnx, open_session
 
     reference = _reference_file(cfg)
-    data = load_data(recipe.data)
     tokenizer = AutoTokenizer.from_pretrained(reference.parent)
     accuracy = evaluate_onnx(open_session(reference), tokenizer, data, recipe.bench.max_seq_length, ("validation",))["validation"]["accuracy"]
     log.info("search: reference %s, validation accuracy %.4f; floor %.4f", reference, accuracy, accuracy - cfg.max_accuracy_drop / 100)
@@ -128,13 +134,12 @@ def _reference_file(cfg) -> Path:
     return Path(cfg.reference)
 
 
-def _timer(recipe):
-    from edgepress.data import load_data
+def _timer(recipe, data):
     from edgepress.search.latency import ReferenceTimer
 
     cfg = recipe.search
     reference = _reference_file(cfg)
-    texts = list(load_data(recipe.data).validation["text"][: cfg.latency_texts])  # never the test split
+    texts = list(data.validation["text"][: cfg.latency_texts])  # never the test split
     return ReferenceTimer(reference, texts, recipe.bench.max_seq_length, cfg.threads, cfg.rounds)
 
 
