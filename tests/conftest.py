@@ -69,14 +69,14 @@ def write_rows(path: Path, rows: list[dict], fmt: str | None = None, header: boo
     return path
 
 
-def build_tiny_bert(folder: Path, num_labels: int | None = None, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_bert(folder: Path, num_labels: int | None = None, layers: int = 2, seed: int = 0, extra_words: tuple[str, ...] = ()) -> Path:
     """A 2-layer, hidden-32 BERT with a word-level vocabulary of the synthetic words, saved as safetensors."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     torch.manual_seed(seed)  # the same "pre-trained" weights in every test session
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIAL + FILLER + [w for words in KEYWORDS.values() for w in words] + ["unseen"]
+    vocab = SPECIAL + FILLER + [w for words in KEYWORDS.values() for w in words] + ["unseen"] + list(extra_words)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     config = BertConfig(
@@ -132,3 +132,48 @@ def tiny_classifier(tmp_path_factory, tiny_csv) -> Path:
     (outcome,) = run_recipe(tiny_recipe(root, build_tiny_bert(root / "base"), tiny_csv))
     assert outcome.manifest["metrics"]["test"]["accuracy"] >= 0.95
     return outcome.folder
+
+
+# --------------------------------------------------------------------------- a tiny token task
+
+PEOPLE, SURNAMES, PLACES = ["alice", "bob", "carol"], ["smith", "jones"], ["paris", "rome", "london"]
+# "londonish" splits into london + ##ish: a word of two pieces, tagged on its first piece
+NER_WORDS = (*PEOPLE, *SURNAMES, *PLACES, "##ish", "in", "met")
+
+
+def tagged_sentences(n: int, seed: int = 0) -> list[dict]:
+    """Filler words with a person (B-PER, optional I-PER) and a place (B-LOC): the cue words decide
+    the tags, so a tiny model learns them in a few steps."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        tokens = rng.choices(FILLER, k=rng.randint(2, 5))
+        tags = ["O"] * len(tokens)
+        person = [rng.choice(PEOPLE)] + ([rng.choice(SURNAMES)] if rng.random() < 0.5 else [])
+        place = rng.choice(PLACES) + ("ish" if rng.random() < 0.3 else "")
+        tokens += ["met", *person, "in", place]
+        tags += ["O", "B-PER", *["I-PER"] * (len(person) - 1), "O", "B-LOC"]
+        sentences.append({"tokens": tokens, "tags": tags})
+    return sentences
+
+
+def write_conll(path: Path, sentences: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blocks = ["".join(f"{t}\t{g}\n" for t, g in zip(s["tokens"], s["tags"])) for s in sentences]
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_conll(tmp_path_factory) -> Path:
+    """A folder with train.conll, dev.conll and test.conll of the tiny token task."""
+    folder = tmp_path_factory.mktemp("ner")
+    for name, count, seed in (("train", 300, 0), ("dev", 60, 1), ("test", 60, 2)):
+        write_conll(folder / f"{name}.conll", tagged_sentences(count, seed))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_bert(tmp_path_factory) -> Path:
+    """The tiny BERT with the token task's words in its vocabulary."""
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-ner-bert", extra_words=NER_WORDS)

@@ -93,7 +93,7 @@ def test_steps_recover_and_the_manifest_reports_each(pruned):
     assert [s["heads_per_layer"] for s in metrics["steps"]] == [[1, 1], [1, 1]]  # round(0.5 * 0.5 * 2) = 1 head at step 1
     assert [s["ffn_per_layer"] for s in metrics["steps"]] == [[48, 48], [32, 32]]
     for step in metrics["steps"]:
-        assert 0 <= step["validation_accuracy_after_cut"] <= 1 and step["recovery"]["steps"] > 0
+        assert 0 <= step["validation_score_after_cut"] <= 1 and step["recovery"]["steps"] > 0
     assert metrics["test"]["accuracy"] >= 0.9
     assert metrics["encoder_flops_ratio"] < 0.55
     assert metrics["test_accuracy_change_points"] == pytest.approx(100 * (metrics["test"]["accuracy"] - metrics["input_test"]["accuracy"]), abs=0.01)

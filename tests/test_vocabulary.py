@@ -126,7 +126,7 @@ def test_the_prune_stage_trims_only_the_vocabulary(tmp_path, tiny_classifier, ti
     assert metrics["steps"] == [] and metrics["teacher"] is None
     # the tiny vocabulary is word-level: only 'unseen' and [MASK]'s neighbours that no text uses can go
     assert report["after"] == report["before"] - 1 and report["parameters_before"] - report["parameters_after"] == 32
-    assert report["training_texts_same_tokens"] == 420 and report["validation_accuracy_after"] == report["validation_accuracy_before"]
+    assert report["training_texts_same_tokens"] == 420 and report["validation_score_after"] == report["validation_score_before"]
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     assert "unseen" not in tokenizer.get_vocab() and model.config.vocab_size == len(tokenizer) == report["after"]

@@ -179,10 +179,10 @@ def dev_table(stages: dict[str, Path]) -> list[dict]:
                      "parameters": _parameters(metrics)})  # fmt: skip
         if stage == "prune":
             for step in metrics["steps"]:
-                rows.append({"model": f"  prune step {step['step']}", "dev_accuracy": step["validation_accuracy_after_recovery"], "parameters": step["parameters"]})
+                rows.append({"model": f"  prune step {step['step']}", "dev_accuracy": step["validation_score_after_recovery"], "parameters": step["parameters"]})
             if metrics.get("vocabulary"):
                 v = metrics["vocabulary"]
-                rows.append({"model": f"  vocabulary {v['before']} -> {v['after']}", "dev_accuracy": v["validation_accuracy_after"], "parameters": v["parameters_after"]})
+                rows.append({"model": f"  vocabulary {v['before']} -> {v['after']}", "dev_accuracy": v["validation_score_after"], "parameters": v["parameters_after"]})
     return rows
 
 

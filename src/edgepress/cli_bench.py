@@ -53,7 +53,7 @@ def bench(
     }  # fmt: skip
     recipe = load_recipe(None, overrides, given(flags))
     artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])
-    document = benchmark(artifacts, load_data(recipe.data), recipe.bench, output)
+    document = benchmark(artifacts, load_data(recipe.data, recipe.task), recipe.bench, output)
     typer.echo((output / "report.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {output / 'bench.json'} and {output / 'report.md'} ({len(document['artifacts'])} artifacts)")
 

@@ -1,7 +1,9 @@
-"""Datasets for text classification: local files, Hub ids and the builtin BBC News corpus.
+"""Datasets for text and token classification: local files, Hub ids and the builtin BBC News corpus.
 
 Every source ends as three ``datasets.Dataset`` splits with the columns ``text`` (and
-``text_pair`` for sentence pairs) and ``label`` (an int id), plus the ordered label names.
+``text_pair`` for sentence pairs) and ``label`` (an int id), plus the ordered label names. For
+token classification (data_tokens.py) ``text`` holds each sentence's words and ``label`` one tag id
+per word.
 Files are read here rather than through ``datasets.load_dataset("csv")`` so that a bad row can
 be reported by file and row number; Hub ids and dataset-repo folders go through ``datasets``.
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
 
+from edgepress import data_tokens
 from edgepress.data_files import SUFFIX_FORMAT, RawSplit, read_table
 from edgepress.errors import DataError
 from edgepress.sections import DataSection
@@ -38,6 +41,9 @@ class SplitData:
     test: "datasets.Dataset"
     labels: list[str]  # index = label id
     fingerprint: str  # sha256 of the prepared splits: a change in data re-runs the stages
+    task: str = "text-classification"  # or "token-classification"
+    label_all_pieces: bool = False  # token classification: every piece of a word carries its tag in training
+    strict_entities: bool = True  # token classification: seqeval's strict IOB2 entity matching
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -46,6 +52,11 @@ class SplitData:
     @property
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.labels)}
+
+    @property
+    def tokens(self) -> bool:
+        """True for token classification."""
+        return self.task == "token-classification"
 
     @property
     def has_pairs(self) -> bool:
@@ -64,39 +75,62 @@ class SplitData:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_data(cfg: DataSection) -> SplitData:
+def load_data(cfg: DataSection, task: str = "text-classification") -> SplitData:
     """Read the configured source, check it, split it, and return the prepared splits."""
-    raw = read_splits(cfg)
-    frames = {name: _normalize(split, cfg) for name, split in raw.items()}
-    labels = _label_names(frames["train"], raw["train"])
+    tokens = task == "token-classification"
+    raw = read_splits(cfg, tokens)
+    if tokens:
+        frames = {name: data_tokens.normalize(split, cfg) for name, split in raw.items()}
+        labels = data_tokens.tag_names(frames["train"], raw["train"])
+    else:
+        frames = {name: _normalize(split, cfg) for name, split in raw.items()}
+        labels = _label_names(frames["train"], raw["train"])
     for name in ("validation", "test"):
         if name in frames:
-            _check_labels_seen(frames[name], labels, raw[name].origin)
-    frames = _split_missing(frames, cfg)
+            check = data_tokens.check_seen if tokens else _check_labels_seen
+            check(frames[name], labels, raw[name].origin)
+    frames = _split_missing(frames, cfg, stratify=not tokens)
     if cfg.max_train_samples and len(frames["train"]) > cfg.max_train_samples:
         frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed)
-    return _to_split_data(frames, labels)
+    data = _to_split_data(frames, labels)
+    if tokens:
+        strict = cfg.entity_matching == "strict"
+        data = replace(data, task=task, label_all_pieces=cfg.label_all_pieces, strict_entities=strict)
+    return data
 
 
-def read_splits(cfg: DataSection) -> dict[str, RawSplit]:
+def read_splits(cfg: DataSection, tokens: bool = False) -> dict[str, RawSplit]:
     """Raw splits from whichever source the section names; 'train' is always present."""
     if cfg.train_file:
-        return _explicit_files(cfg)
+        return {split: _read_file(Path(f).expanduser(), cfg, tokens) for split, f in _explicit_files(cfg).items()}
     if cfg.source.startswith("builtin:"):
+        if tokens:
+            raise DataError(f"{cfg.source} is a text-classification corpus; token classification needs tagged sentences (data.source)")
         return {"train": _read_builtin(cfg.source.removeprefix("builtin:"))}
     path = Path(cfg.source).expanduser()
     if path.is_file():
-        return {"train": read_table(path, cfg.format, cfg.header)}
+        return {"train": _read_file(path, cfg, tokens)}
     if path.is_dir() and _split_files(path):
-        return {split: read_table(file, cfg.format, cfg.header) for split, file in _split_files(path).items()}
+        return {split: _read_file(file, cfg, tokens) for split, file in _split_files(path).items()}
     if path.is_dir() or not _looks_like_path(cfg.source):
-        return _read_hub(cfg)
+        return _read_hub(cfg, tokens)
     raise DataError(f"data file {cfg.source} does not exist; check the path (relative paths start at the current folder)")
 
 
-def _explicit_files(cfg: DataSection) -> dict[str, RawSplit]:
+def _explicit_files(cfg: DataSection) -> dict[str, str]:
     files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
-    return {split: read_table(Path(f).expanduser(), cfg.format, cfg.header) for split, f in files.items() if f}
+    return {split: f for split, f in files.items() if f}
+
+
+def _read_file(path: Path, cfg: DataSection, tokens: bool) -> RawSplit:
+    split = read_table(path, cfg.format, cfg.header, cfg.conll_tag_column)
+    conll = "line" in split.frame.columns and "tokens" in split.frame.columns
+    if conll and not tokens:
+        raise DataError(f"{path} is a CoNLL file of tagged tokens; set task: token-classification in the recipe")
+    delimited = cfg.format in ("csv", "tsv") or (cfg.format == "auto" and path.suffix.lower() in (".csv", ".tsv"))
+    if tokens and delimited:
+        raise DataError(f"{path}: token classification reads CoNLL (.conll), JSONL or Parquet files, not {path.suffix or cfg.format}")
+    return split
 
 
 def _split_files(folder: Path) -> dict[str, Path]:
@@ -149,7 +183,7 @@ def _decode_article(raw: bytes) -> str:
         return raw.decode("cp1252")
 
 
-def _read_hub(cfg: DataSection) -> dict[str, RawSplit]:
+def _read_hub(cfg: DataSection, tokens: bool = False) -> dict[str, RawSplit]:
     import datasets
 
     try:
@@ -164,10 +198,15 @@ def _read_hub(cfg: DataSection) -> dict[str, RawSplit]:
         name = next((a for a in aliases if a in dsd), None)
         if name is None:
             continue
+        origin = f"{cfg.source} (split {name})"
+        if tokens:
+            frame, tag_names = data_tokens.hub_frame(dsd[name], cfg)
+            found[split] = RawSplit(frame, origin, tag_names)
+            continue
         frame = _hub_frame(dsd[name], cfg.label_column)
         if frame is not None:
             feature = dsd[name].features.get(cfg.label_column)
-            found[split] = RawSplit(frame, f"{cfg.source} (split {name})", list(getattr(feature, "names", None) or []) or None)
+            found[split] = RawSplit(frame, origin, list(getattr(feature, "names", None) or []) or None)
     if "train" not in found:
         raise DataError(f"dataset {cfg.source!r} has no labelled train split (splits: {', '.join(dsd)})")
     return found
@@ -256,24 +295,28 @@ def _check_labels_seen(frame: pd.DataFrame, labels: list[str], origin: str) -> N
 # --------------------------------------------------------------------------- splitting
 
 
-def _split_missing(frames: dict[str, pd.DataFrame], cfg: DataSection) -> dict[str, pd.DataFrame]:
-    """Split test, then validation, off the training data when the source lacks them."""
+def _split_missing(frames: dict[str, pd.DataFrame], cfg: DataSection, stratify: bool = True) -> dict[str, pd.DataFrame]:
+    """Split test, then validation, off the training data when the source lacks them (stratified by
+    label for text classification; a plain seeded split of sentences for token classification)."""
     frames = dict(frames)
     had_test = "test" in frames
     if not had_test:
-        frames["train"], frames["test"] = _stratified_split(frames["train"], cfg.test_size, cfg.split_seed)
+        frames["train"], frames["test"] = _stratified_split(frames["train"], cfg.test_size, cfg.split_seed, stratify)
     if "validation" not in frames:
         # validation_size is a fraction of all the data the source gave for training.
         fraction = cfg.validation_size if had_test else cfg.validation_size / (1 - cfg.test_size)
-        frames["train"], frames["validation"] = _stratified_split(frames["train"], fraction, cfg.split_seed)
+        frames["train"], frames["validation"] = _stratified_split(frames["train"], fraction, cfg.split_seed, stratify)
     return frames
 
 
-def _stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stratified_split(frame: pd.DataFrame, fraction: float, seed: int, stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     from sklearn.model_selection import train_test_split
 
     if len(frame) < 4:
         raise DataError(f"only {len(frame)} training examples; splitting off validation/test data needs more")
+    if not stratify:
+        keep, held = train_test_split(frame, test_size=fraction, random_state=seed)
+        return keep, held
     try:
         keep, held = train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
     except ValueError:
@@ -290,8 +333,12 @@ def _to_split_data(frames: dict[str, pd.DataFrame], labels: list[str]) -> SplitD
     digest = hashlib.sha256(json.dumps(labels).encode())
     splits = {}
     for name in SPLITS:
-        columns = {c: frames[name][c].astype(str).tolist() for c in frames[name].columns if c != "label"}
-        columns["label"] = [ids[v] for v in frames[name]["label"]]
+        frame = frames[name]
+        if "where" in frame.columns:  # token classification: word lists and a tag id per word
+            columns = {"text": [list(map(str, words)) for words in frame["text"]], "label": [[ids[t] for t in tags] for tags in frame["label"]]}
+        else:
+            columns = {c: frame[c].astype(str).tolist() for c in frame.columns if c != "label"}
+            columns["label"] = [ids[v] for v in frame["label"]]
         digest.update(json.dumps({name: columns}, sort_keys=True).encode())
         splits[name] = datasets.Dataset.from_dict(columns)
     return SplitData(**splits, labels=labels, fingerprint=digest.hexdigest())

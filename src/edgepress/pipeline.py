@@ -75,7 +75,7 @@ def run_recipe(
 def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | None, after_stage) -> list[StageOutcome]:
     if place is None and not force:  # stages placed by fingerprint (a search) cannot mix runs
         _check_same_origin(run, recipe)
-    data = load_data(recipe.data)
+    data = load_data(recipe.data, recipe.task)
     log.info("data %s: %s", recipe.data.source, data.describe())
     if distributed.is_main():
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))

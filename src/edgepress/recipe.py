@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgepress.errors import RecipeError
 from edgepress.sections import DataSection, DistillSection, FinetuneSection, ModelSection, PruneSection, Section
@@ -25,6 +27,9 @@ class Recipe(Section):
     name: str = Field("bbc-news", description="Run name: artifacts go to <output_dir>/<name>/.")
     output_dir: str = Field("runs", description="Folder that holds the run folders.")
     seed: int = Field(42, description="Seed for model initialization and training order.")
+    task: Literal["text-classification", "token-classification"] = Field(
+        "text-classification", description="One label per text, or one tag per word (named entities, sequence labelling)."
+    )
     stages: list[str] = Field(["finetune"], description=f"Stages to run, in order. Known: {', '.join(STAGES)}.")
     model: ModelSection = Field(default_factory=ModelSection, description="The model to start from.")
     data: DataSection = Field(default_factory=DataSection, description="The dataset and its splits.")
@@ -48,6 +53,47 @@ class Recipe(Section):
     def _stages_known_and_ordered(cls, value: list[str]) -> list[str]:
         check_stage_order(value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_task_defaults(cls, raw: Any) -> Any:
+        """Token classification picks the best epoch by entity F1 unless the recipe says otherwise."""
+        if not isinstance(raw, dict) or raw.get("task") != "token-classification":
+            return raw
+        raw = dict(raw)
+        for name in TRAINING_SECTIONS:
+            section = raw.get(name, {})
+            if isinstance(section, dict) and "metric_for_best_model" not in section:
+                raw[name] = {**section, "metric_for_best_model": "f1"}
+        return raw
+
+    @model_validator(mode="after")
+    def _options_fit_the_task(self) -> "Recipe":
+        for problem in task_problems(self):
+            raise ValueError(problem)
+        return self
+
+
+TRAINING_SECTIONS = ("finetune", "distill", "prune")
+TOKEN_ONLY_METRICS = ("f1", "precision", "recall")
+
+
+def task_problems(recipe: Recipe) -> list[str]:
+    """Options that the recipe's task cannot honour, each with its fix."""
+    problems = []
+    tokens = recipe.task == "token-classification"
+    for name in TRAINING_SECTIONS:
+        metric = getattr(recipe, name).metric_for_best_model
+        if tokens and metric == "f1_macro":
+            problems.append(f"{name}.metric_for_best_model: f1_macro is for text classification; use f1 (entity F1), precision, recall or accuracy")
+        if not tokens and metric in TOKEN_ONLY_METRICS:
+            problems.append(f"{name}.metric_for_best_model: {metric} is an entity metric of token classification; use accuracy or f1_macro")
+    if tokens and recipe.distill.augment.factor:
+        problems.append("distill.augment rewrites texts and would lose the word tags; set distill.augment.factor: 0 for token classification")
+    for name in ("export", "quantize"):
+        if tokens and getattr(recipe, name).with_tokenizer:
+            problems.append(f"{name}.with_tokenizer builds a text-in, label-out model; set it to false for token classification")
+    return problems
 
 
 # --------------------------------------------------------------------------- loading

@@ -46,7 +46,7 @@ class DataSection(Section):
     test_file: Optional[str] = Field(
         None, description="Explicit test file; split off the training data when absent."
     )
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll"] = Field(
         "auto", description="File format; auto picks it from the file extension."
     )
     header: bool = Field(
@@ -57,6 +57,19 @@ class DataSection(Section):
         None, description="Second text column for sentence-pair tasks (NLI, paraphrase)."
     )
     label_column: str = Field("label", description="Column with the label, as int or string.")
+    tokens_column: str = Field("tokens", description="Token classification: column with each sentence's list of words (JSONL, Parquet, Hub).")
+    tags_column: Optional[str] = Field(
+        None, description="Token classification: column with one tag per word; unset: 'tags', else 'ner_tags' (the Hub's name)."
+    )
+    conll_tag_column: int = Field(
+        -1, description="Token classification: which whitespace-separated column of a CoNLL line holds the tag (-1: the last)."
+    )
+    label_all_pieces: bool = Field(
+        False, description="Token classification: train on every piece of a word (default: the first piece only, the others ignored)."
+    )
+    entity_matching: Literal["strict", "lenient"] = Field(
+        "strict", description="Token classification: strict IOB2 entities (seqeval mode='strict'), or lenient conlleval-style matching."
+    )
     hub_subset: Optional[str] = Field(None, description="Hub dataset configuration name, e.g. 'sst2' of 'glue'.")
     hub_revision: Optional[str] = Field(None, description="Hub dataset revision.")
     validation_size: float = Field(
@@ -93,8 +106,10 @@ class TrainingSection(Section):
     lr_scheduler: Literal["linear", "cosine"] = Field("linear", description="Learning-rate decay after warm-up.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated to this many tokens.")
-    metric_for_best_model: Literal["accuracy", "f1_macro"] = Field(
-        "accuracy", description="Validation metric that picks the best epoch and drives early stopping."
+    metric_for_best_model: Literal["accuracy", "f1_macro", "f1", "precision", "recall"] = Field(
+        "accuracy",
+        description="Validation metric that picks the best epoch and drives early stopping. Token classification: "
+        "f1 (entity F1, its default), precision, recall or accuracy (of words).",
     )
     early_stopping_patience: Optional[int] = Field(
         None, gt=0, description="Stop after this many evaluations without improvement; off when null."

@@ -29,7 +29,7 @@ def print_summary(outcomes: list["StageOutcome"], console: Console | None = None
             f"{outcome.manifest.get('wall_time_s', 0):.0f} s",
             _percent(metrics, "validation", "accuracy"),
             _percent(metrics, "test", "accuracy"),
-            _percent(metrics, "test", "f1_macro"),
+            _percent(metrics, "test", _f1(metrics)),
             str(outcome.folder),
         )
     console.print(table)
@@ -41,7 +41,13 @@ def print_summary(outcomes: list["StageOutcome"], console: Console | None = None
     if "test" not in metrics:
         console.print(f"{last.stage}: wrote {last.folder} ({metrics.get('accuracy_note', 'no accuracy measured')})")
         return
+    f1_name = "entity F1" if _f1(metrics) == "f1" else "macro-F1"
     console.print(
         f"{last.stage}: test accuracy {_percent(metrics, 'test', 'accuracy')}, "
-        f"macro-F1 {_percent(metrics, 'test', 'f1_macro')} ({last.folder})"
+        f"{f1_name} {_percent(metrics, 'test', _f1(metrics))} ({last.folder})"
     )
+
+
+def _f1(metrics: dict) -> str:
+    """Entity F1 for token classification (its accuracy is of words), macro-F1 for text."""
+    return "f1" if "f1" in metrics.get("test", {}) else "f1_macro"

@@ -41,7 +41,7 @@ class GateInputError(EdgepressError):
 @dataclass
 class Check:
     artifact: str
-    what: str  # "latency 1T batch 1", "accuracy" or "present"
+    what: str  # "latency 1T batch 1", "accuracy", "entity F1" or "present"
     baseline: Optional[float] = None
     current: Optional[float] = None
     change: Optional[float] = None  # relative for latency, points for accuracy
@@ -241,12 +241,14 @@ def slower_p_value(before: list[float], after: list[float]) -> float:
 
 
 def _accuracy_check(name: str, entry: dict, now: dict, limit_points: float) -> list[Check]:
-    before, after = entry["test"].get("accuracy"), now["test"].get("accuracy")
+    key = "f1" if "f1" in entry["test"] else "accuracy"  # token classification is held to entity F1
+    what = "entity F1" if key == "f1" else "accuracy"
+    before, after = entry["test"].get(key), now["test"].get(key)
     if before is None:
         return []  # nothing to hold the current benchmark to
-    check = Check(name, "accuracy", before, after, limit=limit_points)
+    check = Check(name, what, before, after, limit=limit_points)
     if after is None:
-        check.status, check.note = NOT_COMPARABLE, "accuracy not measured in the current benchmark"
+        check.status, check.note = NOT_COMPARABLE, f"{what} not measured in the current benchmark"
         return [check]
     check.change = -100 * (before - after)
     check.status = REGRESSED if -check.change > limit_points else OK
@@ -288,8 +290,8 @@ def junit(checks: list[Check]) -> str:
 def describe(c: Check) -> str:
     if c.status == NOT_COMPARABLE:
         return f"{c.artifact}: {c.what}: not comparable: {c.note}"
-    if c.what == "accuracy":
-        return f"{c.artifact}: accuracy {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({c.change:+.2f} points; limit -{c.limit} points)"
+    if c.what in ("accuracy", "entity F1"):
+        return f"{c.artifact}: {c.what} {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({c.change:+.2f} points; limit -{c.limit} points)"
     unit = "" if c.note else " ms"
     return (
         f"{c.artifact}: {c.what}: {c.baseline:.4g}{unit} -> {c.current:.4g}{unit} ({100 * c.change:+.1f}%; "

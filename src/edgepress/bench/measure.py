@@ -82,11 +82,12 @@ class Loaded:
 
     def _torch(self, threads: int) -> tuple[Callable, Callable]:
         import torch
-        from transformers import AutoModelForSequenceClassification
+
+        from edgepress.models import auto_class, folder_task
 
         torch.set_num_threads(threads)  # process-wide: every torch artifact of this round uses it
         device = "cuda" if self.cuda else "cpu"
-        model = AutoModelForSequenceClassification.from_pretrained(self.artifact.path, use_safetensors=True).eval().to(device)
+        model = auto_class(folder_task(self.artifact.path)).from_pretrained(self.artifact.path, use_safetensors=True).eval().to(device)
         model = model.half() if self.half else model
         names = set(model.forward.__code__.co_varnames)
 

@@ -7,6 +7,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from edgepress.metrics import score, score_name
+
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both latency (lower) and accuracy (higher),
@@ -27,7 +29,7 @@ def _points(document: dict[str, Any]) -> tuple[str, list[dict], list[tuple[float
         a for a in document["artifacts"]
         if a["test"].get("accuracy") is not None and "batch 1" in a["latency"].get(threads, {})
     ]  # fmt: skip
-    return threads, rows, [(a["latency"][threads]["batch 1"]["p50_ms"], 100 * a["test"]["accuracy"]) for a in rows]
+    return threads, rows, [(a["latency"][threads]["batch 1"]["p50_ms"], 100 * score(a["test"])) for a in rows]
 
 
 def write_pareto(document: dict[str, Any], path: Path) -> bool:
@@ -50,7 +52,7 @@ def write_pareto(document: dict[str, Any], path: Path) -> bool:
     front = pareto_front(points)
     axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", linewidth=1, label="Pareto front")
     axes.set_xlabel(f"p50 latency, batch 1, {threads} thread(s) (ms)")
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel(f"test {score_name(rows[0]['test'])} (%)")
     emulated = " - EMULATED arm64 latencies" if document["environment"].get("emulated") else ""
     axes.set_title(f"accuracy against latency (marker area: file size){emulated}")
     axes.grid(alpha=0.3)

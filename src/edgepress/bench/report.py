@@ -91,13 +91,14 @@ def table(document: dict[str, Any]) -> list[list[str]]:
     settings = document["settings"]
     threads = [str(t) for t in settings["threads"]]
     big = settings["cases"][-1] if len(settings["cases"]) > 1 else None
-    head = ["artifact", "test acc", "MB", "params"]
+    tagging = any("f1" in row["test"] for row in document["artifacts"])  # token classification: entity F1
+    head = ["artifact", "test F1 (entity)" if tagging else "test acc", "MB", "params"]
     head += [f"p50 b1 {t}T ms" for t in threads] + [f"p99 b1 {threads[0]}T ms"]
     head += [f"{big} seq/s {threads[-1]}T"] if big else []
     head += [f"speed-up b1 {threads[-1]}T", "size"]
     rows = [head]
     for row in document["artifacts"]:
-        accuracy = row["test"].get("accuracy")
+        accuracy = row["test"].get("f1" if tagging else "accuracy")
         cells = [row["name"], "-" if accuracy is None else f"{100 * accuracy:.2f}%", f"{row['bytes'] / 1e6:.1f}", f"{row['parameters'] / 1e6:.2f}M"]
         cells += [_cell(row, t, "batch 1", "p50_ms") for t in threads] + [_cell(row, threads[0], "batch 1", "p99_ms")]
         cells += [_cell(row, threads[-1], big, "sequences_per_s", fmt="{:.1f}")] if big else []

@@ -33,7 +33,7 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
     _check_target(artifacts, cfg)
     measure_missing_accuracy(artifacts, data, cfg.max_seq_length)
     test = data.test.to_dict()
-    rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}
+    rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}  # sentences at their real lengths
     log.info("bench: %d artifacts, %d test texts, threads %s", len(artifacts), len(rows["text"]), thread_counts(cfg))
     settings = {**cfg.model_dump(mode="json"), "threads": thread_counts(cfg), "cases": case_names(cfg)}
     if cfg.target.startswith("ssh://"):
@@ -94,9 +94,8 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
         from edgepress.export.runtime import evaluate_onnx
 
         return evaluate_onnx(open_session(str(artifact.path), 0), tokenizer, data, max_length, ("test",))["test"]
-    from transformers import AutoModelForSequenceClassification
-
     from edgepress.metrics import evaluate_torch
+    from edgepress.models import auto_class, folder_task
 
-    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, use_safetensors=True).eval()
+    model = auto_class(folder_task(artifact.path)).from_pretrained(artifact.path, use_safetensors=True).eval()
     return evaluate_torch(model, tokenizer, data, max_length, ("test",))["test"]

@@ -23,8 +23,8 @@ from edgepress.compress.augment import augment_texts
 from edgepress.compress.students import Student, build_student, check_compatible, layer_map
 from edgepress.compress.teacher_cache import CacheRequest, TeacherOutputs
 from edgepress.compress.training import checkpoint_dir, early_stopping, train_resumable, train_summary, training_arguments
-from edgepress.features import tokenize_split
-from edgepress.metrics import evaluate_torch, trainer_metrics
+from edgepress.features import collator, tokenize_split
+from edgepress.metrics import evaluate_torch, score, trainer_metrics_for
 from edgepress.models import encoder_parts, load_classifier, save_artifact
 from edgepress.runs import recorded_metrics
 from edgepress.sections import AugmentSection, DistillLossSection, DistillSection
@@ -73,7 +73,7 @@ class DistillTrainer(Trainer):
             output_hidden_states=training and cfg.hidden_weight > 0,
             output_attentions=training and cfg.attention_weight > 0,
         )
-        hard = nn.functional.cross_entropy(out.logits, labels)
+        hard = losses.hard_ce(out.logits, labels)
         if not training:  # evaluation: the validation split has labels, not teacher outputs
             return (hard, {"logits": out.logits}) if return_outputs else hard
         terms = self._terms(model, out, hard, idx, inputs["attention_mask"])
@@ -87,7 +87,8 @@ class DistillTrainer(Trainer):
         idx = idx.cpu()
         terms = {"hard": hard}
         if cfg.soft_weight > 0:
-            terms["soft"] = losses.soft_kl(out.logits, teacher.logits[idx].to(out.logits.device), cfg.temperature)
+            soft = teacher.logits[idx][:, :seq] if out.logits.dim() == 3 else teacher.logits[idx]  # tokens: cached to max length
+            terms["soft"] = losses.soft_kl(out.logits, soft.to(out.logits.device), cfg.temperature, mask)
         if cfg.hidden_weight > 0:
             terms["hidden"] = sum(
                 losses.hidden_mse(
@@ -128,7 +129,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     set_seed(ctx.recipe.seed)
     attn = "eager" if cfg.loss.attention_weight > 0 else None  # only eager attention returns probabilities
     teacher_section = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
-    teacher, teacher_tokenizer = load_classifier(teacher_section, ctx.data.labels, attn_implementation=attn, require_head=True)
+    teacher, teacher_tokenizer = load_classifier(
+        teacher_section, ctx.data.labels, attn_implementation=attn, require_head=True, task=ctx.data.task
+    )
     student = build_student(teacher, teacher_tokenizer, cfg.student, ctx.recipe.model, attn)
     check_compatible(teacher, teacher_tokenizer, student, cfg.loss)
     teacher_depth = len(encoder_parts(teacher)[1])
@@ -136,13 +139,14 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed)
     if teacher_needed(cfg):
         outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
-        rows["label"] = teacher_labels(rows["label"], outputs.logits)
+        if not ctx.data.tokens:  # augmented copies (text classification only) get the teacher's label
+            rows["label"] = teacher_labels(rows["label"], outputs.logits)
     else:  # hard labels only (a baseline): no loss reads the teacher, so skip its pass over the texts
         outputs = TeacherOutputs(torch.zeros(len(rows["text"]), teacher.config.num_labels))
     projections = projections_for(student.model, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
     del teacher
     summary = train_with_teacher(
-        student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx.data.validation, ctx.recipe.seed,
+        student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx.data, ctx.recipe.seed,
         checkpoint_dir(ctx.out_dir, "distill"),
     )  # fmt: skip
     save_artifact(student.model, student.tokenizer, ctx.out_dir)
@@ -175,11 +179,12 @@ def teacher_labels(labels: list[int], teacher_logits: torch.Tensor) -> list[int]
     return [label if label >= 0 else int(teacher_logits[i].argmax()) for i, label in enumerate(labels)]
 
 
-def transfer_dataset(rows: dict[str, list], tokenizer, max_length: int) -> "datasets.Dataset":
+def transfer_dataset(rows: dict[str, list], tokenizer, max_length: int, label_all_pieces: bool = False) -> "datasets.Dataset":
     """Tokenized transfer set; ``idx`` is each row's position in the teacher cache."""
     import datasets
 
-    return tokenize_split(datasets.Dataset.from_dict({**rows, "idx": list(range(len(rows["text"])))}), tokenizer, max_length)
+    split = datasets.Dataset.from_dict({**rows, "idx": list(range(len(rows["text"])))})
+    return tokenize_split(split, tokenizer, max_length, label_all_pieces)
 
 
 def teacher_outputs_for(ctx, cfg, teacher_hash: str, teacher, tokenizer, rows, mapping) -> TeacherOutputs:
@@ -204,22 +209,20 @@ def projections_for(student: nn.Module, teacher_width: int, mapping: dict[int, i
 
 
 def train_with_teacher(
-    model, tokenizer, projections, rows, outputs: TeacherOutputs, mapping: dict[int, int], cfg, validation, seed: int, work: Path
+    model, tokenizer, projections, rows, outputs: TeacherOutputs, mapping: dict[int, int], cfg, data, seed: int, work: Path
 ) -> dict[str, Any]:
     """Train ``model`` on ``rows`` against the cached teacher ``outputs`` with ``cfg.loss``, picking the
-    best evaluation on ``validation``. ``cfg`` is a training section with a ``loss`` (distill, prune)."""
-    from transformers import DataCollatorWithPadding
-
-    train = transfer_dataset(rows, tokenizer, cfg.max_seq_length)
+    best evaluation on ``data.validation``. ``cfg`` is a training section with a ``loss`` (distill, prune)."""
+    train = transfer_dataset(rows, tokenizer, cfg.max_seq_length, data.label_all_pieces)
     trainer = DistillTrainer(
         model=DistillationModule(model, projections),
         # the wrapper hides the student's signature: keep idx for compute_loss, and name the labels
         args=training_arguments(cfg, len(train), seed, work, remove_unused_columns=False, label_names=["labels"]),
         train_dataset=train,
-        eval_dataset=tokenize_split(validation, tokenizer, cfg.max_seq_length),
+        eval_dataset=tokenize_split(data.validation, tokenizer, cfg.max_seq_length),
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=trainer_metrics,
+        data_collator=collator(tokenizer, train),
+        compute_metrics=trainer_metrics_for(data),
         callbacks=early_stopping(cfg),
         teacher=outputs,
         loss_cfg=cfg.loss,
@@ -230,11 +233,12 @@ def train_with_teacher(
 
 
 def _comparison(ctx: "StageContext", metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The student's test accuracy as a fraction of the teacher's, when the teacher's is known."""
+    """The student's test score (accuracy; entity F1 for tokens) as a fraction of the teacher's, when known."""
     teacher_test = recorded_metrics(ctx.input_model)
-    if not teacher_test:
+    if not teacher_test or not score(teacher_test):
         return {}
-    return {"teacher_test": teacher_test, "test_accuracy_retained": round(metrics["test"]["accuracy"] / teacher_test["accuracy"], 4)}
+    key = "test_f1_retained" if "f1" in teacher_test else "test_accuracy_retained"
+    return {"teacher_test": teacher_test, key: round(score(metrics["test"]) / score(teacher_test), 4)}
 
 
 def _describe(student: Student, mapping: dict[int, int], transfer_size: int) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgepress.compress.training import checkpoint_dir, early_stopping, train_resumable, train_summary, training_arguments
 from edgepress.errors import StageError
-from edgepress.features import tokenize_split
-from edgepress.metrics import evaluate_torch, trainer_metrics
+from edgepress.features import collator, tokenize_split
+from edgepress.metrics import evaluate_torch, trainer_metrics_for
 from edgepress.models import encoder_parts, load_classifier, save_artifact
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     cfg = ctx.recipe.finetune
     set_seed(ctx.recipe.seed)
     model_cfg = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
-    model, tokenizer = load_classifier(model_cfg, ctx.data.labels)
+    model, tokenizer = load_classifier(model_cfg, ctx.data.labels, task=ctx.data.task)
     freeze(model, cfg.freeze_embeddings, cfg.freeze_layers)
     summary = _train(model, tokenizer, ctx, checkpoint_dir(ctx.out_dir, "finetune"))
     save_artifact(model, tokenizer, ctx.out_dir)
@@ -52,10 +52,10 @@ def freeze(model: "PreTrainedModel", embeddings: bool, first_layers: int) -> Non
 
 
 def _train(model: "PreTrainedModel", tokenizer, ctx: "StageContext", work: Path) -> dict[str, Any]:
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
     cfg = ctx.recipe.finetune
-    train = tokenize_split(ctx.data.train, tokenizer, cfg.max_seq_length)
+    train = tokenize_split(ctx.data.train, tokenizer, cfg.max_seq_length, ctx.data.label_all_pieces)
     validation = tokenize_split(ctx.data.validation, tokenizer, cfg.max_seq_length)
     trainer = Trainer(
         model=model,
@@ -63,8 +63,8 @@ def _train(model: "PreTrainedModel", tokenizer, ctx: "StageContext", work: Path)
         train_dataset=train,
         eval_dataset=validation,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=trainer_metrics,
+        data_collator=collator(tokenizer, train),
+        compute_metrics=trainer_metrics_for(ctx.data),
         callbacks=early_stopping(cfg),
     )
     summary = train_summary(trainer, train_resumable(trainer, work), cfg)

@@ -22,6 +22,7 @@ import torch
 
 from edgepress.compress.surgery import LayerView, layers, skipping
 from edgepress.features import encode, text_slice
+from edgepress.tokens import IGNORE, encode_labelled, is_words
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -36,9 +37,15 @@ class Scores:
 
 
 def batches(tokenizer: "PreTrainedTokenizerBase", rows: dict[str, list], max_length: int, batch_size: int) -> list[dict]:
-    """Tokenized batches with labels, in the order of ``rows``."""
+    """Tokenized batches with labels, in the order of ``rows``; tagged sentences get piece labels
+    (first piece of each word, the rest -100), so the token loss is the one scored."""
     out = []
     for start in range(0, len(rows["text"]), batch_size):
+        if is_words(rows):
+            batch = {k: rows[k][start : start + batch_size] for k in ("text", "label")}
+            inputs = dict(encode_labelled(tokenizer, batch, max_length, padding=True))
+            out.append({k: torch.tensor(v) for k, v in inputs.items()})
+            continue
         inputs = dict(encode(tokenizer, text_slice(rows, start, start + batch_size), max_length, padding=True, return_tensors="pt"))
         inputs["labels"] = torch.tensor(rows["label"][start : start + batch_size])
         out.append(inputs)
@@ -125,7 +132,8 @@ def _accuracy_and_loss(model: "PreTrainedModel", data: list[dict]) -> tuple[floa
         for batch in data:
             out = model(**{k: v.to(device) for k, v in batch.items()})
             labels = batch["labels"].to(device)
-            correct += int((out.logits.argmax(-1) == labels).sum())
-            count += len(labels)
-            loss_sum += float(out.loss) * len(labels)
+            scored = labels != IGNORE  # token classification: a word's first piece; every row otherwise
+            correct += int(((out.logits.argmax(-1) == labels) & scored).sum())
+            count += int(scored.sum())
+            loss_sum += float(out.loss) * int(scored.sum())
     return correct / count, loss_sum / count

@@ -1,7 +1,7 @@
 """Distillation loss terms, as plain functions of tensors.
 
-Shapes: logits [B, C]; hidden states [B, L, H]; attention probabilities [B, heads, L, L];
-mask [B, L] with 1 on real tokens. Padding positions never contribute.
+Shapes: logits [B, C] (token classification: [B, L, C]); hidden states [B, L, H]; attention
+probabilities [B, heads, L, L]; mask [B, L] with 1 on real tokens. Padding positions never contribute.
 """
 
 from __future__ import annotations
@@ -10,12 +10,26 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def hard_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the true labels; per token for [B, L, C] logits, skipping label -100."""
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return F.cross_entropy(logits, labels)
+
+
+def soft_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened distributions, times T^2 so that its gradient
-    scale does not shrink as T grows (Hinton et al., 2015)."""
+    scale does not shrink as T grows (Hinton et al., 2015). Per token for [B, L, C] logits: the
+    mean over the real tokens (``mask``), every piece of a word included."""
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+    log_teacher = F.log_softmax(teacher_logits.to(student_logits.dtype) / temperature, dim=-1)
+    if student_logits.dim() == 2:
+        return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+    per_token = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(-1)  # [B, L]
+    weights = mask.to(per_token.dtype)
+    return (per_token * weights).sum() / weights.sum().clamp_min(1.0) * temperature**2
 
 
 def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

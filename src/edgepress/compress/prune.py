@@ -20,7 +20,7 @@ from edgepress.compress.students import Student, layer_map
 from edgepress.compress.training import checkpoint_dir
 from edgepress.errors import RecipeError, StageError
 from edgepress.features import text_slice
-from edgepress.metrics import evaluate_torch, torch_logits
+from edgepress.metrics import evaluate_torch, score, score_name, torch_logits
 from edgepress.models import is_local, load_artifact, load_classifier, resolve_source, save_artifact
 from edgepress.runs import file_hashes, read_manifest, recorded_metrics, tree_hash
 
@@ -45,7 +45,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     dropped = _drop_layers(model, sample, cfg)
     steps, source = _steps(ctx, model, tokenizer, rows, sample, before) if cfg.structural else ([], None)
     # the last step already measured the model as it stands; without steps, the trim measures it
-    measured = steps[-1]["validation_accuracy_after_recovery"] if steps else None
+    measured = steps[-1]["validation_score_after_recovery"] if steps else None
     tokenizer, trimmed = _trim_vocabulary(ctx, model, tokenizer, rows, measured) if cfg.vocabulary.trim else (tokenizer, None)
     save_artifact(model, tokenizer, ctx.out_dir)
     _check_reload(model, ctx.out_dir, rows, seq)
@@ -59,6 +59,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
         "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
         "encoder_flops_ratio": round(after["encoder_flops_per_token"] / before["encoder_flops_per_token"], 4),
         "dropped_layers": dropped,
+        "validation_metric": score_name(metrics["validation"]),
         "steps": steps,
         "teacher": source,
         "vocabulary": trimmed,
@@ -79,22 +80,22 @@ def _steps(ctx: "StageContext", model, tokenizer, rows: dict[str, list], sample:
 def _trim_vocabulary(ctx: "StageContext", model, tokenizer, rows: dict[str, list], accuracy: float | None) -> tuple[Any, dict[str, Any]]:
     """Keep the tokens the training texts use (vocabulary.py); fails if validation accuracy drops too far."""
     cfg = ctx.recipe.prune.vocabulary
-    accuracy_before = _validation_accuracy(ctx, model, tokenizer) if accuracy is None else accuracy
+    accuracy_before = _validation_score(ctx, model, tokenizer) if accuracy is None else accuracy
     params_before = model.num_parameters()
     plan = vocabulary.plan(tokenizer, vocabulary.token_counts(tokenizer, rows), cfg.min_count)
     trimmed = vocabulary.trimmed_tokenizer(tokenizer, plan.keep)
     texts = rows["text"] + rows.get("text_pair", [])
     checked = vocabulary.check_same_tokens(tokenizer, trimmed, texts) if cfg.min_count == 1 else 0
     vocabulary.slice_embeddings(model, plan.keep)
-    accuracy_after = _validation_accuracy(ctx, model, trimmed)
+    accuracy_after = _validation_score(ctx, model, trimmed)
     drop = round(100 * (accuracy_before - accuracy_after), 2)
     log.info(
-        "prune: vocabulary %d -> %d tokens, parameters %d -> %d; validation accuracy %.2f%% -> %.2f%%",
+        "prune: vocabulary %d -> %d tokens, parameters %d -> %d; validation score %.2f%% -> %.2f%%",
         plan.before, len(plan.keep), params_before, model.num_parameters(), 100 * accuracy_before, 100 * accuracy_after,
     )  # fmt: skip
     if drop > cfg.max_accuracy_drop:
         raise StageError(
-            f"vocabulary trimming cost {drop} validation-accuracy points (limit prune.vocabulary.max_accuracy_drop = "
+            f"vocabulary trimming cost {drop} validation points (accuracy; entity F1 for tokens) (limit prune.vocabulary.max_accuracy_drop = "
             f"{cfg.max_accuracy_drop}); lower prune.vocabulary.min_count, or set prune.vocabulary.trim to false"
         )
     return trimmed, {
@@ -102,14 +103,14 @@ def _trim_vocabulary(ctx: "StageContext", model, tokenizer, rows: dict[str, list
         "parameters_before": params_before,
         "parameters_after": model.num_parameters(),
         "training_texts_same_tokens": checked,
-        "validation_accuracy_before": accuracy_before,
-        "validation_accuracy_after": accuracy_after,
+        "validation_score_before": accuracy_before,
+        "validation_score_after": accuracy_after,
     }
 
 
 def _load(ctx: "StageContext", source: str) -> tuple["PreTrainedModel", Any]:
     section = ctx.recipe.model.model_copy(update={"name_or_path": source})
-    return load_classifier(section, ctx.data.labels, require_head=True)
+    return load_classifier(section, ctx.data.labels, require_head=True, task=ctx.data.task)
 
 
 def _train_rows(ctx: "StageContext") -> dict[str, list]:
@@ -196,15 +197,15 @@ def _step(ctx: "StageContext", model, tokenizer, sample: list[dict], base: Basel
     if any(cut.neurons.values()):
         surgery.remove_neurons(model, cut.neurons)
     shape = surgery.describe(model, cfg.max_seq_length)
-    after_cut = _validation_accuracy(ctx, model, tokenizer)
+    after_cut = _validation_score(ctx, model, tokenizer)
     recovery = train_with_teacher(
         model, tokenizer, teacher.projections, teacher.rows, teacher.outputs, teacher.mapping, cfg,
-        ctx.data.validation, ctx.recipe.seed + k, checkpoint_dir(ctx.out_dir, f"recovery-{k}"),
+        ctx.data, ctx.recipe.seed + k, checkpoint_dir(ctx.out_dir, f"recovery-{k}"),
     )  # fmt: skip
-    recovered = _validation_accuracy(ctx, model, tokenizer)
+    recovered = _validation_score(ctx, model, tokenizer)
     removed = cut.counts()
     log.info(
-        "prune step %d/%d: removed %s heads (per layer) and %d FFN neurons per layer; validation accuracy %.2f%% "
+        "prune step %d/%d: removed %s heads (per layer) and %d FFN neurons per layer; validation score %.2f%% "
         "after the cut, %.2f%% after recovery", k, cfg.steps, "/".join(map(str, removed["heads"])) or "no",
         max(removed["neurons"] or [0]), 100 * after_cut, 100 * recovered,
     )  # fmt: skip
@@ -215,8 +216,8 @@ def _step(ctx: "StageContext", model, tokenizer, sample: list[dict], base: Basel
         "ffn_per_layer": shape["ffn_per_layer"],
         "parameters": shape["parameters"],
         "encoder_flops_per_token": shape["encoder_flops_per_token"],
-        "validation_accuracy_after_cut": after_cut,
-        "validation_accuracy_after_recovery": recovered,
+        "validation_score_after_cut": after_cut,
+        "validation_score_after_recovery": recovered,
         "recovery": recovery,
     }
 
@@ -230,10 +231,11 @@ def _plan(model, scores, views, base: Baseline, cfg, k: int) -> Cut:
     return plan_budget(scores, views, cfg, surgery.encoder_cost(model, metric, seq), target, seq)
 
 
-def _validation_accuracy(ctx: "StageContext", model, tokenizer) -> float:
+def _validation_score(ctx: "StageContext", model, tokenizer) -> float:
+    """Validation accuracy (entity F1 for token classification): what cuts and trims are judged by."""
     cfg = ctx.recipe.prune
     result = evaluate_torch(model, tokenizer, ctx.data, cfg.max_seq_length, splits=("validation",), batch_size=cfg.eval_batch_size)
-    return round(result["validation"]["accuracy"], 6)
+    return round(score(result["validation"]), 6)
 
 
 # --------------------------------------------------------------------------- checks and report
@@ -245,7 +247,9 @@ def _check_reload(model, folder: Path, rows: dict[str, list], max_length: int) -
 
     texts = text_slice(rows, 0, 8)
     reloaded, tokenizer = load_artifact(folder)
-    diff = float(np.abs(torch_logits(model, tokenizer, texts, max_length) - torch_logits(reloaded, tokenizer, texts, max_length)).max())
+    # NaN marks words past the truncation limit (token classification): the same in both, so zeroed
+    before, after = (np.nan_to_num(torch_logits(m, tokenizer, texts, max_length)) for m in (model, reloaded))
+    diff = float(np.abs(before - after).max())
     if diff > 1e-4:
         raise StageError(f"the pruned model does not reload into the same model (max logit difference {diff:.2e}); this is a bug, please report it")
 
@@ -254,4 +258,5 @@ def _comparison(ctx: "StageContext", metrics: dict[str, dict[str, float]]) -> di
     before = recorded_metrics(ctx.input_model)
     if not before:
         return {}
-    return {"input_test": before, "test_accuracy_change_points": round(100 * (metrics["test"]["accuracy"] - before["accuracy"]), 2)}
+    key = "test_f1_change_points" if "f1" in before else "test_accuracy_change_points"
+    return {"input_test": before, key: round(100 * (score(metrics["test"]) - score(before)), 2)}

@@ -3,7 +3,8 @@
 Dynamic quantization starts from the fused graph (``model_optimized.onnx``), where ONNX Runtime
 has integer kernels for the fused ops (QAttention, QEmbedLayerNormalization). Static quantization
 starts from the plain graph (``model.onnx``): every MatMul gets int8 inputs there, which the fused
-Attention op would hide. Each variant must keep the validation accuracy within ``tolerance`` of the
+Attention op would hide. Each variant must keep the validation accuracy (entity F1 for token
+classification) within ``tolerance`` of the
 fp32 model; if the configured settings miss it and ``tune`` is on, other settings are tried, then
 the most sensitive nodes are kept in fp32 until one passes (see ``settings_to_try``).
 """
@@ -25,7 +26,7 @@ from edgepress.compress.quant_search import Calibration, CalibrationError, Refer
 from edgepress.errors import ModelError, StageError
 from edgepress.export import bundle
 from edgepress.export.runtime import load_onnx, onnx_logits, op_counts, open_session
-from edgepress.metrics import classification_metrics
+from edgepress.metrics import agreement, predictions_of, score, score_name, scores_of
 from edgepress.models import check_folder_labels, resolve_source
 
 if TYPE_CHECKING:
@@ -54,10 +55,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     fp32_file = _source(folder, "dynamic")
     fp32 = open_session(fp32_file)
     val_rows = ctx.data.validation.to_dict()
-    val_logits = onnx_logits(fp32, tokenizer, val_rows, cfg.max_seq_length, cfg.eval_batch_size)
-    reference = _reference(val_rows, np.asarray(val_rows["label"]), val_logits)
+    reference = _reference(ctx.data, val_rows, onnx_logits(fp32, tokenizer, val_rows, cfg.max_seq_length, cfg.eval_batch_size))
     test_rows = ctx.data.test.to_dict()
-    fp32_test = onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size).argmax(-1)
+    fp32_test = predictions_of(onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size))
     calibration = Calibration(tokenizer, _calibration_texts(ctx), _padded_length(folder, cfg.max_seq_length), cfg.calibration_padding) if cfg.static else None
     variants = {}
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
@@ -73,8 +73,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     first = next(iter(variants.values()))
     return {
         "target": target, "preset": asdict(preset), "source_folder": str(folder),
-        "fp32": {"file": fp32_file.name, "validation": {"accuracy": reference.accuracy},
-                 "test": classification_metrics(np.asarray(ctx.data.test["label"]), fp32_test)},
+        "fp32": {"file": fp32_file.name, "validation": reference.validation, "test": scores_of(ctx.data, "test", fp32_test)},
         "variants": variants, "evaluated_file": first["file"],
         "validation": first["validation"], "test": first["test"],
     }  # fmt: skip
@@ -91,15 +90,15 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
         try:
             quantize(config, source, path, calibration, _cache(work, config))
         except CalibrationError as exc:
-            trials.append({"config": config.to_json(), "described": config.describe(), "error": str(exc), "val_accuracy": None,
+            trials.append({"config": config.to_json(), "described": config.describe(), "error": str(exc), "val_score": None,
                            "collapsed": False, "within_tolerance": False})  # fmt: skip
             log.warning("int8 %s, %s: %s", mode, config.describe(), exc)
             return False
         trial = {"config": config.to_json(), "described": config.describe(), **judge(
             path, tokenizer, reference, cfg.max_seq_length, cfg.eval_batch_size, cfg.tolerance)}  # fmt: skip
         trials.append(trial)
-        log.info("int8 %s, %s: val accuracy %.2f%% (fp32 %.2f%%)%s", mode, config.describe(), 100 * trial["val_accuracy"],
-                 100 * reference.accuracy, " COLLAPSED" if trial["collapsed"] else "")  # fmt: skip
+        log.info("int8 %s, %s: val %s %.2f%% (fp32 %.2f%%)%s", mode, config.describe(), score_name(reference.validation),
+                 100 * trial["val_score"], 100 * reference.accuracy, " COLLAPSED" if trial["collapsed"] else "")  # fmt: skip
         if trial["within_tolerance"]:
             shutil.move(path, work / f"{mode}-kept.onnx")
         return trial["within_tolerance"]
@@ -109,7 +108,7 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
         if attempt(config):
             return config, trials
     if cfg.tune and len(trials) < cfg.max_trials:
-        best = max((t for t in trials if t["val_accuracy"] is not None), key=lambda t: t["val_accuracy"])
+        best = max((t for t in trials if t["val_score"] is not None), key=lambda t: t["val_score"])
         base = next(c for c in settings if c.to_json() == best["config"])
         ranked = [name for name, _ in sensitivity(base, source, work, tokenizer, reference, cfg.max_seq_length, calibration, _cache(work, base))]
         count = 1
@@ -124,14 +123,14 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
 def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: float, tuned: bool) -> str:
     tried = "; ".join(
         f"{t['described']}: " + (
-            "calibration failed" if t["val_accuracy"] is None else f"{100 * t['val_accuracy']:.2f}%{' (collapsed)' if t['collapsed'] else ''}"
+            "calibration failed" if t["val_score"] is None else f"{100 * t['val_score']:.2f}%{' (collapsed)' if t['collapsed'] else ''}"
         ) for t in trials
     )  # fmt: skip
     hint = "raise quantize.tolerance, exclude op types (quantize.exclude_op_types), or turn this variant off"
     if not tuned:
         hint = "turn on quantize.tune to search other settings, or " + hint
     return (
-        f"no int8 {mode} model kept validation accuracy within {100 * tolerance:g}% (relative) of fp32's "
+        f"no int8 {mode} model kept validation {score_name(reference.validation)} within {100 * tolerance:g}% (relative) of fp32's "
         f"{100 * reference.accuracy:.2f}%; tried {tried}; {hint}"
     )
 
@@ -139,14 +138,14 @@ def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: flo
 def _describe(final: Path, source: Path, config, trials, tokenizer, test_rows, fp32_test, ctx) -> dict[str, Any]:
     cfg = ctx.recipe.quantize
     session = open_session(final)
-    test_predictions = onnx_logits(session, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size).argmax(-1)
+    test_predictions = predictions_of(onnx_logits(session, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size))
     kept = trials[-1]
     ops = op_counts(load_onnx(final))
     return {
         "file": final.name, "source": source.name, "config": config.to_json(), "described": config.describe(),
-        "validation": {"accuracy": kept["val_accuracy"]},
-        "test": classification_metrics(np.asarray(test_rows["label"]), test_predictions),
-        "test_agreement_with_fp32": float((test_predictions == fp32_test).mean()),
+        "validation": kept["validation"],
+        "test": scores_of(ctx.data, "test", test_predictions),
+        "test_agreement_with_fp32": agreement(test_predictions, fp32_test),
         "validation_agreement_with_fp32": kept["agreement"],
         "bytes": final.stat().st_size, "size_ratio": round(final.stat().st_size / source.stat().st_size, 4),
         "quantized_ops": {op: n for op, n in ops.items() if op in QUANT_OPS},
@@ -156,8 +155,8 @@ def _describe(final: Path, source: Path, config, trials, tokenizer, test_rows, f
 
 def _log_variant(mode: str, variant: dict) -> None:
     log.info(
-        "int8 %s kept (%s): test accuracy %.2f%%, agrees with fp32 on %.1f%% of test, %.2fx the fp32 file size",
-        mode, variant["described"], 100 * variant["test"]["accuracy"], 100 * variant["test_agreement_with_fp32"],
+        "int8 %s kept (%s): test %s %.2f%%, agrees with fp32 on %.1f%% of test, %.2fx the fp32 file size",
+        mode, variant["described"], score_name(variant["test"]), 100 * score(variant["test"]), 100 * variant["test_agreement_with_fp32"],
         variant["size_ratio"],
     )  # fmt: skip
 
@@ -191,10 +190,12 @@ def _padded_length(folder: Path, requested: int) -> int:
     return min(requested, limit)
 
 
-def _reference(rows: dict, labels: np.ndarray, logits: np.ndarray) -> Reference:
-    predictions = logits.argmax(-1)
-    chance = float(np.bincount(labels).max() / len(labels))
-    return Reference(rows, labels, predictions, logits, float((predictions == labels).mean()), chance)
+def _reference(data, rows: dict, logits: np.ndarray) -> Reference:
+    predictions = predictions_of(logits)
+    labels = rows["label"]
+    common = np.bincount(np.concatenate([np.ravel(x) for x in labels])).argmax()
+    constant = np.where(predictions >= 0, common, -1)  # the most common label everywhere
+    return Reference(data, rows, predictions, logits, scores_of(data, "validation", predictions), score(scores_of(data, "validation", constant)))
 
 
 def _calibration_texts(ctx: "StageContext") -> dict[str, list]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from edgepress.errors import RecipeError
-from edgepress.models import encoder_parts, load_classifier
+from edgepress.models import auto_class, encoder_parts, load_classifier, task_of
 from edgepress.sections import DistillLossSection, ModelSection, StudentSection
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def build_student(
     labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if spec.model:
         section = model_section.model_copy(update={"name_or_path": spec.model, "revision": None})
-        model, tokenizer = load_classifier(section, labels, attn_implementation=attn_implementation)
+        model, tokenizer = load_classifier(section, labels, attn_implementation=attn_implementation, task=task_of(teacher.config))
         return Student(model, tokenizer, None)
     _, teacher_layers = encoder_parts(teacher)
     kept = spec.layers or evenly_spaced(len(teacher_layers), spec.depth)
@@ -60,8 +60,6 @@ def build_student(
 
 
 def _from_config(teacher: "PreTrainedModel", spec: StudentSection, depth: int, attn: Optional[str]) -> "PreTrainedModel":
-    from transformers import AutoModelForSequenceClassification
-
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = depth
     for name in ("hidden_size", "num_attention_heads", "intermediate_size"):
@@ -72,7 +70,7 @@ def _from_config(teacher: "PreTrainedModel", spec: StudentSection, depth: int, a
             f"student hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}"
         )
     config.pruned_heads = {}
-    return AutoModelForSequenceClassification.from_config(config, attn_implementation=attn)
+    return auto_class(task_of(teacher.config)).from_config(config, attn_implementation=attn)
 
 
 def copy_teacher_weights(student: "PreTrainedModel", teacher: "PreTrainedModel", kept: list[int]) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from edgepress.features import encode, text_slice
+from edgepress.tokens import is_words
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TeacherOutputs:
-    logits: torch.Tensor  # [N, C] float32
+    logits: torch.Tensor  # [N, C] float32; token classification: [N, max_length, C], zero past each row's tokens
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # teacher layer -> [N, L, H] float16
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # teacher layer -> [N, heads, L, L] float16
 
@@ -99,7 +100,8 @@ def run_teacher(
 
     teacher.eval()
     count, length = len(rows["text"]), request.max_length
-    outputs = TeacherOutputs(torch.zeros(count, teacher.config.num_labels))
+    per_token = is_words(rows)
+    outputs = TeacherOutputs(torch.zeros((count, length, teacher.config.num_labels) if per_token else (count, teacher.config.num_labels)))
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_size), desc="teacher outputs", unit="batch"):
             batch = text_slice(rows, start, start + batch_size)
@@ -110,7 +112,10 @@ def run_teacher(
                 output_attentions=bool(request.attention_layers),
             )
             end, seq = start + len(batch["text"]), inputs["input_ids"].shape[1]
-            outputs.logits[start:end] = out.logits.float()
+            if per_token:
+                outputs.logits[start:end, :seq] = out.logits.float()
+            else:
+                outputs.logits[start:end] = out.logits.float()
             for layer in request.hidden_layers:  # hidden_states[0] is the embeddings' output
                 buffer = outputs.hidden.setdefault(layer, torch.zeros(count, length, teacher.config.hidden_size, dtype=torch.float16))
                 buffer[start:end, :seq] = out.hidden_states[layer + 1].half()

@@ -2,8 +2,9 @@
 fp16 and mobile variants, each checked again.
 
 The folder it writes opens with ``onnxruntime.InferenceSession(folder / "model.onnx")`` and with
-optimum's ``ORTModelForSequenceClassification.from_pretrained(folder)``: the graph, config.json and
-the tokenizer sit side by side, under the file names optimum expects.
+optimum's ``ORTModelForSequenceClassification.from_pretrained(folder)`` (``ORTModelForTokenClassification``
+for a token classifier): the graph, config.json and the tokenizer sit side by side, under the file
+names optimum expects.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     cfg = ctx.recipe.export
     model_cfg = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
     # eager attention: its MatMul/Softmax pattern is what ONNX Runtime's attention fusion recognizes
-    model, tokenizer = load_trained(model_cfg, attn_implementation="eager")
-    exporter = export_model(model, tokenizer, ctx.out_dir, cfg)
+    model, tokenizer = load_trained(model_cfg, attn_implementation="eager", task=ctx.data.task)
+    exporter = export_model(model, tokenizer, ctx.out_dir, cfg, ctx.data.task)
     cases = parity_cases(tokenizer, ctx.data.split("validation").to_dict(), cfg.max_seq_length, cfg.parity_examples)
     references = torch_references(model, cases)
 
@@ -94,29 +95,30 @@ def _accuracy(ctx: "StageContext", model: "PreTrainedModel", tokenizer, file_nam
 
 
 def export_model(
-    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", out_dir: Path, cfg: "ExportSection"
-) -> str:
+    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", out_dir: Path, cfg: "ExportSection",
+    task: str = "text-classification",
+) -> str:  # fmt: skip
     """Write ``model.onnx`` (dynamic batch and sequence axes), config.json and the tokenizer.
 
     Returns the exporter used: optimum's where it knows the architecture, else torch.onnx.export."""
     exporter = cfg.exporter
     if exporter == "auto":
-        exporter = "optimum" if _optimum_supports(model.config.model_type) else "torch"
-    elif exporter == "optimum" and not _optimum_supports(model.config.model_type):
+        exporter = "optimum" if _optimum_supports(model.config.model_type, task) else "torch"
+    elif exporter == "optimum" and not _optimum_supports(model.config.model_type, task):
         raise StageError(
-            f"optimum's ONNX exporter does not support model type {model.config.model_type!r}; "
+            f"optimum's ONNX exporter does not support {task} for model type {model.config.model_type!r}; "
             "use export.exporter: torch (or auto)"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes are expected
         if exporter == "optimum":
-            _export_optimum(model, tokenizer, out_dir, cfg.opset)
+            _export_optimum(model, tokenizer, out_dir, cfg.opset, task)
         else:
-            _export_torch(model, tokenizer, out_dir, cfg.opset)
+            _export_torch(model, tokenizer, out_dir, cfg.opset, task)
     return exporter
 
 
-def _optimum_supports(model_type: str) -> bool:
+def _optimum_supports(model_type: str, task: str) -> bool:
     import optimum.exporters.onnx.model_configs  # noqa: F401  (importing it registers the architectures)
     from optimum.exporters.tasks import TasksManager
 
@@ -124,29 +126,31 @@ def _optimum_supports(model_type: str) -> bool:
         tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
     except KeyError:
         return False
-    return "text-classification" in tasks
+    return task in tasks
 
 
-def _export_optimum(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int) -> None:
+def _export_optimum(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int, task: str) -> None:
     from optimum.exporters.onnx import onnx_export_from_model
 
     # optimum's own validation is off: ours (check_parity) runs real texts and fails the stage
     onnx_export_from_model(
-        model, out_dir, opset=opset, task="text-classification", do_validation=False, preprocessors=[tokenizer]
+        model, out_dir, opset=opset, task=task, do_validation=False, preprocessors=[tokenizer]
     )
 
 
-def _export_torch(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int) -> None:
+def _export_torch(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int, task: str) -> None:
     import torch
 
     sample = tokenizer(["a short text", "a somewhat longer text to pad the batch"], padding=True, return_tensors="pt")
     # input_names are given to the graph inputs in the order of forward's parameters, not the tokenizer's
     names = [n for n in inspect.signature(model.forward).parameters if n in sample]
     axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+    # a token classifier's logits have a tag distribution per piece: the sequence axis is dynamic too
+    axes["logits"] = axes[names[0]] if task == "token-classification" else {0: "batch_size"}
     model.config.return_dict = True
     torch.onnx.export(
         model, (), str(out_dir / "model.onnx"), kwargs={n: sample[n] for n in names},
-        input_names=names, output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch_size"}},
+        input_names=names, output_names=["logits"], dynamic_axes=axes,
         opset_version=opset, dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
     )  # fmt: skip
     model.config.save_pretrained(out_dir)

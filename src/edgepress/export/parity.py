@@ -103,6 +103,6 @@ def check_parity(
 def _flips(reference: np.ndarray, got: np.ndarray, atol: float) -> int:
     if reference.shape[-1] < 2:
         return 0  # a regression head has no argmax
-    top2 = np.sort(reference, axis=-1)[:, -2:]
-    decided = (top2[:, 1] - top2[:, 0]) > atol
+    top2 = np.sort(reference, axis=-1)[..., -2:]  # [batch, labels] or, per token, [batch, pieces, tags]
+    decided = (top2[..., 1] - top2[..., 0]) > atol
     return int(((reference.argmax(-1) != got.argmax(-1)) & decided).sum())

@@ -13,7 +13,8 @@ import numpy as np
 
 from edgepress.errors import ModelError
 from edgepress.features import encode, text_slice
-from edgepress.metrics import evaluate_splits
+from edgepress.metrics import evaluate_splits, per_row
+from edgepress.tokens import is_words, stack
 
 if TYPE_CHECKING:
     import onnx
@@ -77,12 +78,14 @@ def onnx_logits(
     max_length: int,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Logits for ``rows`` (``text``, optional ``text_pair``), each batch padded to its longest row."""
-    chunks = []
+    """Logits for ``rows`` (``text``, optional ``text_pair``), each batch padded to its longest row;
+    for tagged sentences ``[sentences, words, tags]``, as ``metrics.torch_logits`` gives them."""
+    chunks: list[np.ndarray] = []
     for start in range(0, len(rows["text"]), batch_size):
-        encoded = encode(tokenizer, text_slice(rows, start, start + batch_size), max_length, padding=True, return_tensors="np")
-        chunks.append(np.asarray(session.run(None, feeds(session, encoded))[0], dtype=np.float32))
-    return np.concatenate(chunks)
+        batch = text_slice(rows, start, start + batch_size)
+        encoded = encode(tokenizer, batch, max_length, padding=True, return_tensors="np")
+        chunks.extend(per_row(encoded, np.asarray(session.run(None, feeds(session, encoded))[0], dtype=np.float32), batch))
+    return stack(chunks) if is_words(rows) else np.concatenate(chunks)
 
 
 def evaluate_onnx(
@@ -93,7 +96,7 @@ def evaluate_onnx(
     splits: tuple[str, ...] = ("validation", "test"),
     batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
-    """``{split: {"accuracy": ..., "f1_macro": ...}}`` of an ONNX classifier, like ``evaluate_torch``."""
+    """``{split: metrics}`` of an ONNX classifier, like ``evaluate_torch``."""
     return evaluate_splits(data, splits, lambda rows: onnx_logits(session, tokenizer, rows, max_length, batch_size))
 
 

@@ -109,7 +109,7 @@ def _validation_data(recipe):
     """The recipe's data, loaded once for the reference's accuracy and the timer (validation only)."""
     from edgepress.data import load_data
 
-    return load_data(recipe.data)
+    return load_data(recipe.data, recipe.task)
 
 
 def _reference_accuracy(recipe, data) -> float | None:

@@ -39,7 +39,7 @@ def probe_file(recipe: Recipe, data: "SplitData", work: Path) -> Path | None:
 
     if "prune" in recipe.stages and recipe.prune.budget is not None:
         return None
-    model, tokenizer = load_classifier(recipe.model, data.labels, attn_implementation="eager")
+    model, tokenizer = load_classifier(recipe.model, data.labels, attn_implementation="eager", task=data.task)
     if "distill" in recipe.stages:
         student = build_student(model, tokenizer, recipe.distill.student.model_copy(update={"from_teacher": False}), recipe.model, "eager")
         model, tokenizer = student.model, student.tokenizer

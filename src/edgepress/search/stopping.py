@@ -83,7 +83,7 @@ class EarlyStop:
         from edgepress.search.probe import probe_file
 
         with tempfile.TemporaryDirectory(prefix="edgepress-probe-") as work:
-            path = probe_file(recipe, load_data(recipe.data), Path(work))
+            path = probe_file(recipe, load_data(recipe.data, recipe.task), Path(work))
             return None if path is None else float(self.timer(path))
 
     @staticmethod
