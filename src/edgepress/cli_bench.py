@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from edgepress.cli_common import SetOption, given, reported
-from edgepress.cli_stages import DataOption, LabelColumnOption, TextColumnOption, TextPairColumnOption
+from edgepress.cli_stages import DataOption, LabelColumnOption, TaskOption, TextColumnOption, TextPairColumnOption
 
 if TYPE_CHECKING:
     from edgepress.bench.gate import GateResult
@@ -22,6 +22,7 @@ def bench(
     text_column: Optional[str] = TextColumnOption,
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
+    task: Optional[str] = TaskOption,
     threads: Optional[list[int]] = typer.Option(None, help="Intra-op thread count (repeatable; default 1 and all cores)."),
     examples: Optional[int] = typer.Option(None, help="Test texts timed per round (default 64)."),
     rounds: Optional[int] = typer.Option(None, help="Interleaved rounds (default 5)."),
@@ -45,6 +46,7 @@ def bench(
     if run is None and not model:
         raise RecipeError("nothing to measure; pass --run FOLDER and/or --model NAME=PATH")
     flags = {
+        "task": task,
         "data.source": data, "data.text_column": text_column, "data.text_pair_column": text_pair_column,
         "data.label_column": label_column, "bench.threads": threads or None, "bench.examples": examples,
         "bench.rounds": rounds, "bench.batch_sizes": batch_size or None, "bench.max_seq_length": max_seq_length,

@@ -16,6 +16,7 @@ DataOption = typer.Option("builtin:bbc-news", help="Data file, folder, Hub id, o
 TextColumnOption = typer.Option(None, help="Text column (default: text).")
 TextPairColumnOption = typer.Option(None, help="Second text column, for sentence pairs.")
 LabelColumnOption = typer.Option(None, help="Label column (default: label).")
+TaskOption = typer.Option(None, help="text-classification (default) or token-classification (tags per word: CoNLL, JSONL tokens/tags).")
 EpochsOption = typer.Option(None, help="Training epochs.")
 LearningRateOption = typer.Option(None, help="Peak learning rate.")
 BatchSizeOption = typer.Option(None, help="Training batch size.")
@@ -44,6 +45,7 @@ def finetune(
     text_column: Optional[str] = TextColumnOption,
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
+    task: Optional[str] = TaskOption,
     no_header: bool = typer.Option(False, "--no-header", help="csv/tsv without a header row; columns are '0', '1', ..."),
     epochs: Optional[float] = EpochsOption,
     learning_rate: Optional[float] = LearningRateOption,
@@ -62,6 +64,7 @@ def finetune(
     from edgepress.recipe import load_recipe
 
     flags = {
+        "task": task,
         "stages": ["finetune"], "name": name or (None if recipe else "finetune"), "output_dir": output_dir,
         "model.name_or_path": model, "data.header": False if no_header else None,
         "model.allow_pickle": allow_pickle or None, "model.trust_remote_code": trust_remote_code or None,
@@ -80,6 +83,7 @@ def distill(
     text_column: Optional[str] = TextColumnOption,
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
+    task: Optional[str] = TaskOption,
     num_layers: Optional[int] = typer.Option(None, help="Student depth; evenly spaced teacher layers are kept."),
     layers: Optional[str] = typer.Option(None, help="Teacher layers the student keeps, e.g. 0,2,4."),
     student_model: Optional[str] = typer.Option(None, help="A pre-trained student instead of a teacher subset."),
@@ -105,6 +109,7 @@ def distill(
 
     kept = _int_list(layers, "--layers")
     flags = {
+        "task": task,
         "stages": ["distill"], "name": name or (None if recipe else "distill"), "output_dir": output_dir,
         "model.name_or_path": teacher,
         "distill.student.num_layers": num_layers, "distill.student.layers": kept, "distill.student.model": student_model,
@@ -135,6 +140,7 @@ def prune(
     text_column: Optional[str] = TextColumnOption,
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
+    task: Optional[str] = TaskOption,
     heads: Optional[float] = typer.Option(None, help="Fraction of attention heads to remove (default 0.5)."),
     ffn: Optional[float] = typer.Option(None, help="Fraction of FFN neurons to remove (default 0.5)."),
     head_scope: Optional[str] = typer.Option(None, help="per_layer or global."),
@@ -170,6 +176,7 @@ def prune(
     budget = {"metric": "params", "keep": keep_params} if keep_params is not None else None
     budget = {"metric": "flops", "keep": keep_flops} if keep_flops is not None else budget
     flags = {
+        "task": task,
         "stages": ["prune"], "name": name or (None if recipe else "prune"), "output_dir": output_dir,
         "model.name_or_path": model, "model.allow_pickle": allow_pickle or None,
         "model.trust_remote_code": trust_remote_code or None,
@@ -193,6 +200,7 @@ def export(
     text_column: Optional[str] = TextColumnOption,
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
+    task: Optional[str] = TaskOption,
     exporter: Optional[str] = typer.Option(None, help="auto, optimum or torch."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)."),
     atol: Optional[float] = typer.Option(None, help="Largest allowed |torch - ONNX| logit difference (default 1e-4)."),
@@ -215,6 +223,7 @@ def export(
     from edgepress.recipe import load_recipe
 
     flags = {
+        "task": task,
         "stages": ["export"], "name": name or (None if recipe else "export"), "output_dir": output_dir,
         "model.name_or_path": model, "data.source": data,
         "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
@@ -232,6 +241,7 @@ def quantize(
     text_column: Optional[str] = TextColumnOption,
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
+    task: Optional[str] = TaskOption,
     target: Optional[str] = typer.Option(None, help="auto (this CPU), avx2, avx512, avx512_vnni or arm64."),
     dynamic: Optional[bool] = typer.Option(None, "--dynamic/--no-dynamic", help="Write the dynamic int8 model (default on)."),
     static: Optional[bool] = typer.Option(None, "--static/--no-static", help="Write the static int8 model (default on)."),
@@ -257,6 +267,7 @@ def quantize(
     from edgepress.recipe import load_recipe
 
     flags = {
+        "task": task,
         "stages": ["quantize"], "name": name or (None if recipe else "quantize"), "output_dir": output_dir,
         "model.name_or_path": model, "data.source": data,
         "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,

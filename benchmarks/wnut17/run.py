@@ -1,0 +1,113 @@
+"""WNUT 2017 named entities: the fine-tuned teacher against its 3-layer distilled, pruned, int8 student,
+measured in one bench run (issue 18).
+
+    python benchmarks/wnut17/run.py ../shared/data/wnut17
+
+1. `edgepress run benchmarks/wnut17/recipe.yaml`: fine-tunes builtin:minilm-l6 as a tagger, distills
+   a 3-layer student, prunes it with recovery, exports and quantizes it (dynamic and static int8).
+   Every stage selects on dev.conll (entity F1); test.conll is only reported.
+2. The teacher exported as optimum does it (`ORTModelForTokenClassification.from_pretrained(...,
+   export=True)`), so that the teacher is also timed in ONNX Runtime, not only in PyTorch.
+3. `edgepress bench --task token-classification` on the first ``--examples`` test sentences: the teacher
+   (PyTorch fp32, ONNX Runtime fp32), the pruned student (PyTorch) and edgepress's int8 files, batch 1 at
+   real lengths and batch 32 padded to 128 tokens, 1 thread and all cores, interleaved rounds.
+
+Prints the table, the student's entity F1 against the teacher's (points) and its batch-1 speed-ups;
+writes benchmarks/results/wnut17.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+GOAL = {"f1_points_below_teacher": 2.0, "speedup": 4.0}
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.monotonic()
+    run = Path(args.output_dir) / args.name
+    edgepress("run", str(HERE / "recipe.yaml"), "--name", args.name, "--output-dir", args.output_dir,
+              "--set", f"data.source={args.data.resolve()}")  # fmt: skip
+    stages = {json.loads((f / "edgepress.json").read_text())["stage"]: f for f in sorted(run.glob("[0-9][0-9]-*"))}
+    teacher_onnx = export_teacher(stages["finetune"], run / "teacher-onnx")
+    quantize = json.loads((stages["quantize"] / "edgepress.json").read_text())["metrics"]["variants"]
+    models = {
+        "teacher torch fp32": stages["finetune"],
+        "teacher ORT fp32": teacher_onnx,
+        "student torch fp32 (pruned)": stages["prune"],
+        **{f"student int8 {mode}": stages["quantize"] / v["file"] for mode, v in quantize.items()},
+    }
+    bench = run_bench(args, models, run / "bench")
+    result = summarize(bench, models, round(time.monotonic() - started, 1))
+    print(json.dumps(result["comparison"], indent=2))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+def edgepress(*arguments: str) -> None:
+    print("+ edgepress " + " ".join(arguments), flush=True)
+    subprocess.run([str(BIN / "edgepress"), *arguments], check=True)
+
+
+def export_teacher(teacher: Path, folder: Path) -> Path:
+    """The teacher in ONNX the way optimum's documentation shows, with its tokenizer beside it."""
+    from optimum.onnxruntime import ORTModelForTokenClassification
+    from transformers import AutoTokenizer
+
+    ORTModelForTokenClassification.from_pretrained(teacher, export=True).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(folder)
+    return folder / "model.onnx"
+
+
+def run_bench(args: argparse.Namespace, models: dict[str, Path], out: Path) -> dict:
+    named = sum((["--model", f"{name}={path}"] for name, path in models.items()), [])
+    edgepress("bench", *named, "--data", str(args.data.resolve()), "--task", "token-classification",
+              "--examples", str(args.examples), "--rounds", str(args.rounds), "--batch-size", "32",
+              "--max-seq-length", "128", "--output", str(out))  # fmt: skip
+    return json.loads((out / "bench.json").read_text())
+
+
+def summarize(bench: dict, models: dict[str, Path], seconds: float) -> dict:
+    rows = {r["name"]: r for r in bench["artifacts"]}
+    threads = [str(t) for t in bench["settings"]["threads"]]
+    teacher_f1 = rows["teacher torch fp32"]["test"]["f1"]
+    comparison = {}
+    for name in [n for n in models if n.startswith("student int8")]:
+        row = rows[name]
+        comparison[name] = {
+            "test_f1": row["test"]["f1"],
+            "f1_points_vs_teacher": round(100 * (row["test"]["f1"] - teacher_f1), 2),
+            "f1_relative_to_teacher": round(row["test"]["f1"] / teacher_f1, 4),
+            **{f"speedup_b1_{t}T_vs_{base}": round(p50(rows[base], t) / p50(row, t), 2)
+               for t in threads for base in ("teacher torch fp32", "teacher ORT fp32")},  # fmt: skip
+            "size_mb": round(row["bytes"] / 1e6, 2),
+        }
+    return {"teacher_test": rows["teacher torch fp32"]["test"], "goal": GOAL, "comparison": comparison, "wall_s": seconds, "bench": bench}
+
+
+def p50(row: dict, threads: str) -> float:
+    return row["latency"][threads]["batch 1"]["p50_ms"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="folder with train.conll, dev.conll, test.conll")
+    parser.add_argument("--name", default="wnut17")
+    parser.add_argument("--output-dir", default="runs")
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=HERE.parent / "results" / "wnut17.json")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
