@@ -116,6 +116,28 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
         "search-timeout": lambda: Case(["search", w.recipe("st", {**fine("st"), "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}}),
                                         "--timeout", "soon"]),  # fmt: skip
         "interrupted": lambda: _interrupted(w),
+        **_token_cases(w, run),
+    }
+
+
+def _token_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
+    """Token classification's bad files: each error names the file and line (or data row)."""
+    tagged = lambda name, data, **extra: w.recipe(name, {**w.finetune(name, data=data), "task": "token-classification", **extra})  # noqa: E731
+    good = "alice\tB-PER\nmet\tO\nbob\tB-PER\n\nrome\tB-LOC\nw1\tO\n\n" * 10
+    split = w.root / "conll-split"
+    split.mkdir(exist_ok=True)
+    (split / "train.conll").write_text(good)
+    (split / "dev.conll").write_text("alice\tB-PER\nacme\tB-ORG\n")
+    return {
+        "tokens-conll-columns": lambda: run(tagged("t1", w.file("cols.conll", "alice\tB-PER\nmet\n\n" + good))),
+        "tokens-bad-tag": lambda: run(tagged("t2", w.file("tag.conll", good + "alice\tPER\n"))),
+        "tokens-mismatch": lambda: run(tagged("t3", w.file("mismatch.jsonl", '{"tokens": ["a", "b", "c"], "tags": ["O", "B-PER"]}\n'))),
+        "tokens-unseen-tag": lambda: run(tagged("t4", split)),
+        "tokens-csv": lambda: run(tagged("t5", w.data)),
+        "tokens-task-missing": lambda: run(w.recipe("t6", w.finetune("t6", data=w.file("notask.conll", good)))),
+        "tokens-f1-macro": lambda: run(tagged("t7", split, finetune={"metric_for_best_model": "f1_macro"})),
+        "tokens-model-task": lambda: Case(["export", "--model", str(w.model), "--data", str(w.file("export.conll", good)),
+                                           "--task", "token-classification", "--output-dir", str(w.root / "runs"), "--name", "t8"]),  # fmt: skip
     }
 
 

@@ -8,6 +8,7 @@ a frame with ``text`` (the words) and ``label`` (the tag names); data.py turns n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
@@ -44,27 +45,41 @@ def normalize(split: RawSplit, cfg: "DataSection") -> pd.DataFrame:
                 f"{split.origin} has no column {column!r} for the {role}; its columns are {have}; set data.{role}_column "
                 "(token classification reads CoNLL files, or JSONL/Parquet/Hub rows with a tokens list and a tags list)"
             )
-    lines = frame["line"].tolist() if "line" in frame.columns else None
+    places = [Place(split.origin, row, line) for row, line in enumerate(frame["line"] if "line" in frame.columns else [None] * len(frame))]
+    words = [_as_list(v, str(places[i]), "tokens") for i, v in enumerate(frame[cfg.tokens_column])]
+    labels = [[str(t).strip() for t in _as_list(v, str(places[i]), "tags")] for i, v in enumerate(frame[tags])]
+    for place, sentence, sentence_tags in zip(places, words, labels):
+        _check_sentence(sentence, sentence_tags, place)
+    return pd.DataFrame({"text": words, "label": labels, "where": places})
 
-    def where(row: int) -> str:
-        return f"{split.origin}: line {lines[row]}" if lines else f"{split.origin}: data row {row + 1}"
 
-    words = [_as_list(v, where(i), "tokens") for i, v in enumerate(frame[cfg.tokens_column])]
-    labels = [[str(t).strip() for t in _as_list(v, where(i), "tags")] for i, v in enumerate(frame[tags])]
-    for i, (sentence, sentence_tags) in enumerate(zip(words, labels)):
-        _check_sentence(sentence, sentence_tags, where(i))
-    return pd.DataFrame({"text": words, "label": labels, "where": [where(i) for i in range(len(words))]})
+@dataclass(frozen=True)
+class Place:
+    """Where a sentence is, for messages: its first line in a CoNLL file, else its data row."""
+
+    origin: str
+    row: int
+    line: Optional[int] = None
+
+    def __str__(self) -> str:
+        return f"{self.origin}: line {self.line}" if self.line else f"{self.origin}: data row {self.row + 1}"
+
+    def token(self, i: int) -> str:
+        """The i-th token: its own line in a CoNLL file (one token per line)."""
+        return f"{self.origin}: line {self.line + i}" if self.line else f"{self} (token {i + 1})"
 
 
 def _as_list(value: object, where: str, role: str) -> list:
     if hasattr(value, "tolist") and not isinstance(value, str):  # Parquet and the Hub give numpy arrays
         value = value.tolist()
+    if value is None or (isinstance(value, float) and value != value):  # a JSONL row without the field
+        raise DataError(f"{where} has no {role}; each row needs a list of {role}")
     if not isinstance(value, (list, tuple)):
         raise DataError(f"{where}: the {role} are a {type(value).__name__}, not a list; each row needs a list of {role}")
     return list(value)
 
 
-def _check_sentence(words: list, tags: list[str], where: str) -> None:
+def _check_sentence(words: list, tags: list[str], where: Place) -> None:
     if not words:
         raise DataError(f"{where} has no tokens; drop empty sentences")
     if len(words) != len(tags):
@@ -72,7 +87,7 @@ def _check_sentence(words: list, tags: list[str], where: str) -> None:
     empty = next((i for i, w in enumerate(words) if not isinstance(w, str) or not w.strip()), None)
     if empty is not None:
         raise DataError(f"{where}: token {empty + 1} is empty or not a string; every token needs text")
-    check_tags(tags, lambda i: f"{where} (token {i + 1})")
+    check_tags(tags, where.token)
 
 
 def tag_names(train: pd.DataFrame, raw: RawSplit) -> list[str]:
@@ -88,10 +103,10 @@ def tag_names(train: pd.DataFrame, raw: RawSplit) -> list[str]:
 def check_seen(frame: pd.DataFrame, names: list[str], origin: str) -> None:
     known = set(names)
     for tags, where in zip(frame["label"], frame["where"]):
-        unseen = next((t for t in tags if t not in known), None)
+        unseen = next((i for i, t in enumerate(tags) if t not in known), None)
         if unseen is not None:
             raise DataError(
-                f"{where} has the tag {unseen!r}, which the training data never has "
+                f"{where.token(unseen)} has the tag {tags[unseen]!r}, which the training data never has "
                 f"(training tags: {', '.join(names)}); fix the tag or add training sentences with it"
             )
 
