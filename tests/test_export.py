@@ -132,7 +132,7 @@ def test_corrupt_and_non_onnx_files_are_clear_errors(tmp_path):
 def test_a_model_without_classification_head_is_refused(tmp_path, tiny_bert, tiny_csv):
     result = runner.invoke(app, ["export", "--model", str(tiny_bert), "--data", str(tiny_csv), "--output-dir", str(tmp_path)])
     assert result.exit_code == 1
-    assert "has no sequence-classification head (architectures: BertModel)" in result.stderr
+    assert "has no text-classification head (architectures: BertModel)" in result.stderr
 
 
 def test_export_command_on_a_folder_made_outside_edgepress(tmp_path, tiny_csv):

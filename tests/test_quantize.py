@@ -133,7 +133,7 @@ def test_an_unreachable_tolerance_lists_what_was_tried(quantized, tmp_path, tiny
     rows = data.validation.to_dict()
     labels = np.asarray(data.validation["label"])
     # an fp32 accuracy above 100%: no int8 model can be within a tolerance of 0 of it
-    reference = Reference(rows, labels, labels, np.zeros((len(labels), 3)), accuracy=1.01, chance=1 / 3)
+    reference = Reference(data, rows, labels, np.zeros((len(labels), 3)), validation={"accuracy": 1.01}, chance=1 / 3)
     ctx = type("Ctx", (), {"recipe": validate_recipe({"quantize": {"max_seq_length": 24, "tolerance": 0.0, "max_trials": 4}})})
     with pytest.raises(StageError) as error:
         stage._search("dynamic", folder / "model_optimized.onnx", tmp_path, AutoTokenizer.from_pretrained(folder),

@@ -46,7 +46,7 @@ def test_every_field_has_a_description():
         ("stages: []\n", "stages: name at least one stage"),
         ("name: a/b\n", "name: use letters, digits"),
         ("data:\n  validation_size: 0.5\n  test_size: 0.45\n", "leaves too little training data"),
-        ("data:\n  format: xlsx\n", "data.format: Input should be 'auto', 'csv', 'tsv', 'jsonl' or 'parquet'"),
+        ("data:\n  format: xlsx\n", "data.format: Input should be 'auto', 'csv', 'tsv', 'jsonl', 'parquet' or 'conll'"),
     ],
 )
 def test_bad_recipe_values_name_path_value_and_what_is_allowed(tmp_path, text, expected):

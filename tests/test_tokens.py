@@ -119,6 +119,13 @@ def test_conll_folder_keeps_sentences_and_sorts_tags(tmp_path):
     assert data.train[0]["text"] == first["tokens"] and [data.labels[i] for i in data.train[0]["label"]] == first["tags"]
 
 
+def test_conll_by_format_setting_and_lenient_matching(tmp_path):
+    path = write_conll(tmp_path / "train.txt", tagged_sentences(20, 0))
+    data = load_data(DataSection(source=str(path), format="conll", entity_matching="lenient"), TOKENS)
+    assert len(data.train) + len(data.validation) + len(data.test) == 20 and not data.strict_entities
+    assert load_data(DataSection(source=str(write_conll(tmp_path / "t.bio", tagged_sentences(20, 0)))), TOKENS).strict_entities
+
+
 def test_conll_2003_columns_and_docstart(tmp_path):
     text = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n" * 4
     path = tmp_path / "train.conll"
@@ -237,3 +244,12 @@ def test_the_token_task_selects_by_entity_f1_unless_told_otherwise():
 def test_options_the_task_cannot_honour_are_refused(raw, message):
     with pytest.raises(RecipeError, match=message):
         validate_recipe(raw)
+
+
+def test_search_refuses_token_classification_rather_than_read_the_wrong_metric(tmp_path):
+    from edgepress.search.command import run_search
+
+    recipe = tmp_path / "ner-search.yaml"
+    recipe.write_text(f"task: {TOKENS}\noutput_dir: {tmp_path}\nsearch:\n  objectives: [accuracy]\n  space:\n    prune.heads: [0.25, 0.5]\n")
+    with pytest.raises(RecipeError, match="edgepress search supports text classification only so far"):
+        run_search(recipe, [], None, None, None)

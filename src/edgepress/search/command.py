@@ -32,6 +32,8 @@ def run_search(path: Path, overrides: list[str], trials: int | None, timeout: fl
     settings = recipe.search
     if not settings.space:
         raise RecipeError(f"{path} has no search.space; add one, e.g. search: {{space: {{prune.heads: [0.25, 0.5]}}}}")
+    if recipe.task != "text-classification":  # its objectives and accuracy limits read text-classification metrics
+        raise RecipeError(f"edgepress search supports text classification only so far; {path} has task: {recipe.task}")
     space = parse_space(settings.space, raw)
     run = Path(recipe.output_dir) / recipe.name
     run.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,7 @@ def run_study(
             outcomes = run_recipe(recipe, place=lambda index, stage, fingerprint: store / f"{stage}-{fingerprint[:16]}", after_stage=hook)
             measured = trial_values(outcomes[-1], measure)
             absent = [o for o in plan.objectives if o not in measured]
-            if absent:  # e.g. the quantize stage records validation accuracy only
+            if absent:  # a final stage that measures no validation metrics (bench)
                 raise EdgepressError(f"search: the {outcomes[-1].stage} stage records no validation {absent[0]}; use accuracy as the objective")
         except EdgepressError as exc:
             trial.set_user_attr("error", str(exc))  # a failure of the recipe, not of the process: counts as done
