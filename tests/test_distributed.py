@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from conftest import build_tiny_bert, synthetic_rows, write_rows
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
+ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
 def recipe(root: Path, model: Path, data: Path, name: str, batch: int) -> Path:
@@ -58,3 +59,28 @@ def test_two_processes_train_like_one_and_only_the_main_one_writes(tmp_path):
         diff = max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0])
         # float order in the all-reduce; Adam's step divides by sqrt(v), which magnifies it where gradients are near zero
         assert diff < atol, (stage, diff)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_starts_the_same_two_processes(tmp_path):
+    """`accelerate launch --multi_gpu` is accelerate's multi-process launcher (torch.distributed.run
+    underneath); with no GPU, edgepress picks gloo. Its plain `--cpu --num_processes N` starts one
+    process unless MPI is set up (accelerate's simple launcher), so the README names --multi_gpu."""
+    model = build_tiny_bert(tmp_path / "base", seed=3)
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(config))
+    data = write_rows(tmp_path / "topics.csv", synthetic_rows(600))
+    finetune_only = {"stages": ["finetune"]}
+    one, two = (recipe(tmp_path, model, data, name, batch) for name, batch in (("one", 420), ("two", 210)))
+    for path in (one, two):
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **finetune_only}))
+    single = subprocess.run([sys.executable, "-m", "edgepress", "run", str(one)], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    launched = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                               "-m", "edgepress", "run", str(two)], capture_output=True, text=True)  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    a, b = (json.loads((tmp_path / "runs" / r / "01-finetune" / "edgepress.json").read_text())["metrics"] for r in ("one", "two"))
+    assert a["train"]["steps"] == b["train"]["steps"] == 5  # 2 x 210 rows: one global batch an epoch, as with one process
+    weights = [load_file(str(tmp_path / "runs" / r / "01-finetune" / "model.safetensors")) for r in ("one", "two")]
+    assert max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0]) < 1e-4
