@@ -9,6 +9,7 @@ the all-reduced gradient is then the one-process gradient, summed in another ord
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,37 @@ def test_accelerate_launch_starts_the_same_two_processes(tmp_path):
     assert a["train"]["steps"] == b["train"]["steps"] == 5  # 2 x 210 rows: one global batch an epoch, as with one process
     weights = [load_file(str(tmp_path / "runs" / r / "01-finetune" / "model.safetensors")) for r in ("one", "two")]
     assert max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0]) < 1e-4
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_from_its_checkpoint(tmp_path):
+    """SIGKILL every process of a torchrun fine-tuning after a few checkpoints; torchrun again resumes
+    from the last one (each rank its own RNG state) and ends with the uninterrupted run's weights."""
+    model = build_tiny_bert(tmp_path / "base", seed=3)
+    data = write_rows(tmp_path / "topics.csv", synthetic_rows(600))
+    paths = {}
+    for name in ("whole", "killed"):
+        path = recipe(tmp_path, model, data, name, 210)
+        raw = yaml.safe_load(path.read_text())
+        raw.update(stages=["finetune"], finetune={**raw["finetune"], "epochs": 150, "checkpoint_steps": 10})
+        path.write_text(yaml.safe_dump(raw))
+        paths[name] = path
+    command = [str(TORCHRUN), "--nproc_per_node", "2", "-m", "edgepress", "run"]
+    whole = subprocess.run([*command, str(paths["whole"])], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    checkpoints = tmp_path / "runs" / "killed"
+    first = subprocess.Popen([*command, str(paths["killed"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(list(checkpoints.glob(".01-finetune.partial-*/.checkpoints/finetune/checkpoint-*/trainer_state.json"))) < 1:
+        assert first.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    time.sleep(0.3)  # a few more steps: the kill lands mid-training
+    # torchrun starts its workers in sessions of their own: kill every process of this run, as a lost machine would
+    subprocess.run(["pkill", "-KILL", "-f", str(paths["killed"])], check=False)
+    first.wait()
+    assert not (checkpoints / "01-finetune").exists()
+    again = subprocess.run([*command, str(paths["killed"])], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming training from checkpoint-" in " ".join(again.stderr.split())
+    a, b = (load_file(str(tmp_path / "runs" / r / "01-finetune" / "model.safetensors")) for r in ("whole", "killed"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6

@@ -11,6 +11,9 @@ it (DDP needs every rank) and wait at barriers for everything else. The process 
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -40,6 +43,21 @@ def barrier() -> None:
     if world_size() == 1:
         return
     state().wait_for_everyone()
+
+
+def computed_once(compute: Callable[[], T]) -> T:
+    """``compute()`` on the main process only; every other process receives its result (augmented
+    texts, importance scores: the same on every rank, so computing them once saves the others' time).
+    The result travels through ``torch.distributed.broadcast_object_list``, which pickles it: these
+    are the run's own processes, not files from elsewhere."""
+    if world_size() == 1:
+        return compute()
+    import torch.distributed as dist
+
+    state()  # the process group exists from here on
+    box = [compute() if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def state():

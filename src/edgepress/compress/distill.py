@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from edgepress import distributed
 from edgepress.compress import losses, teacher_cache
 from edgepress.compress.augment import augment_texts
 from edgepress.compress.students import Student, build_student, check_compatible, layer_map
@@ -160,7 +161,7 @@ def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int) -> dict
     text it was made from."""
     rows = {k: list(train[k]) for k in ("text", "text_pair", "label") if k in train}
     if cfg.factor:
-        texts, origins = augment_texts(rows["text"], cfg, seed)
+        texts, origins = distributed.computed_once(lambda: augment_texts(rows["text"], cfg, seed))
         if "text_pair" in rows:
             rows["text_pair"] += [rows["text_pair"][i] for i in origins]
         rows["text"] += texts

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgepress import distributed
 from edgepress.compress import importance, surgery, vocabulary
 from edgepress.compress.distill import projections_for, teacher_outputs_for, train_with_teacher
 from edgepress.compress.prune_plan import Baseline, Cut, plan_budget, plan_fractions
@@ -135,7 +136,7 @@ def _drop_layers(model: "PreTrainedModel", sample: list[dict], cfg) -> dict[str,
         raise RecipeError(f"prune would remove all {depth} layers; drop fewer (drop_layers, drop_least_important_layers)")
     drop, scores = list(cfg.drop_layers), None
     if cfg.drop_least_important_layers:
-        scores = importance.layer_scores(model, sample)
+        scores = distributed.computed_once(lambda: importance.layer_scores(model, sample))
         ranked = sorted((s["accuracy_drop"], s["loss_increase"], i) for i, s in enumerate(scores) if i not in drop)
         drop += [i for _, _, i in ranked[: cfg.drop_least_important_layers]]
     kept = surgery.drop_layers(model, sorted(drop)) if drop else list(range(depth))
@@ -191,7 +192,7 @@ def _hub_id(name: str) -> bool:
 def _step(ctx: "StageContext", model, tokenizer, sample: list[dict], base: Baseline, teacher: Teacher, k: int) -> dict:
     cfg = ctx.recipe.prune
     views = surgery.layers(model)
-    scores = importance.unit_scores(model, sample, cfg.importance, ctx.recipe.seed + k)
+    scores = distributed.computed_once(lambda: importance.unit_scores(model, sample, cfg.importance, ctx.recipe.seed + k))
     cut = _plan(model, scores, views, base, cfg, k)
     surgery.remove_heads(model, cut.heads)
     if any(cut.neurons.values()):

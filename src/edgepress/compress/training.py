@@ -79,7 +79,23 @@ def train_resumable(trainer: "Trainer", work: Path) -> Any:
     last = last_checkpoint(work)
     if last:
         log.info("resuming training from %s, left by an interrupted run", last.name)
+        if distributed.on_cpu():
+            _accept_indexed_cpu_locations()
     return trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+
+def _accept_indexed_cpu_locations() -> None:
+    """Several CPU processes: the Trainer loads the optimizer with ``map_location=args.device``, which
+    accelerate sets to ``cpu:<rank>``, a location ``torch.load`` does not know ("don't know how to
+    restore data location ... (tagged with cpu:0)"). Teach it that ``cpu:N`` is the CPU."""
+    import torch.serialization
+
+    def on_cpu(storage, location: str):
+        return storage if location.startswith("cpu:") else None  # None: the next handler decides
+
+    if not getattr(torch.serialization, "_edgepress_cpu_index", False):
+        torch.serialization.register_package(11, lambda obj: None, on_cpu)  # after "cpu" (10), before the devices
+        torch.serialization._edgepress_cpu_index = True
 
 
 def last_checkpoint(work: Path) -> Path | None:
