@@ -242,6 +242,7 @@ def quantize(
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
     task: Optional[str] = TaskOption,
+    backend: Optional[str] = typer.Option(None, help="onnxruntime (default), neural-compressor (int8 PyTorch) or both."),
     target: Optional[str] = typer.Option(None, help="auto (this CPU), avx2, avx512, avx512_vnni or arm64."),
     dynamic: Optional[bool] = typer.Option(None, "--dynamic/--no-dynamic", help="Write the dynamic int8 model (default on)."),
     static: Optional[bool] = typer.Option(None, "--static/--no-static", help="Write the static int8 model (default on)."),
@@ -263,7 +264,7 @@ def quantize(
     output_dir: Optional[str] = OutputOption,
     force: bool = ForceOption,
 ) -> None:
-    """Quantize an exported ONNX classifier to int8 (dynamic and static), within an accuracy tolerance."""
+    """Quantize an exported classifier to int8 (dynamic and static; ONNX Runtime and/or Intel Neural Compressor), within an accuracy tolerance."""
     from edgepress.recipe import load_recipe
 
     flags = {
@@ -271,7 +272,7 @@ def quantize(
         "stages": ["quantize"], "name": name or (None if recipe else "quantize"), "output_dir": output_dir,
         "model.name_or_path": model, "data.source": data,
         "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
-        "quantize.target": target, "quantize.dynamic": dynamic, "quantize.static": static,
+        "quantize.backend": backend, "quantize.target": target, "quantize.dynamic": dynamic, "quantize.static": static,
         "quantize.calibration_method": calibration_method, "quantize.calibration_samples": calibration_samples,
         "quantize.format": quant_format, "quantize.per_channel": per_channel, "quantize.tolerance": tolerance,
         "quantize.tune": tune, "quantize.exclude_op_types": exclude_op_type or None,

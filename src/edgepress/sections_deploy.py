@@ -40,6 +40,11 @@ class ExportSection(Section):
 class QuantizeSection(Section):
     """int8 variants of the exported fp32 ONNX model, checked against it on the validation split."""
 
+    backend: Literal["onnxruntime", "neural-compressor", "both"] = Field(
+        "onnxruntime",
+        description="onnxruntime: int8 ONNX files from the exported graph; neural-compressor: int8 PyTorch models (Intel "
+        "Neural Compressor 3.x, torch.export + Inductor) from the torch model the export read; both: side by side.",
+    )
     dynamic: bool = Field(True, description="Write model_int8_dynamic.onnx: int8 weights, activations quantized at run time.")
     static: bool = Field(True, description="Write model_int8_static.onnx: int8 weights and calibrated int8 activations.")
     target: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = Field(

@@ -21,7 +21,7 @@ ONNX_FILES = {stage: files + tuple(bundle_name(f) for f in _BUNDLED[stage]) for 
 @dataclass
 class Artifact:
     name: str
-    kind: str  # "torch" (a Transformers folder) or "onnx" (a file)
+    kind: str  # "torch" (a Transformers folder), "onnx" (a file) or "inc" (an INC int8 PyTorch folder, quant_inc.py)
     path: Path
     folder: Path  # holds the tokenizer (and config)
     test: dict[str, float] = field(default_factory=dict)  # accuracy / f1_macro on the test split, as its stage measured it
@@ -35,6 +35,8 @@ class Artifact:
     def bytes(self) -> int:
         if self.kind == "onnx":
             return self.path.stat().st_size
+        if self.kind == "inc":
+            return (self.path / "quantized_weight.pt").stat().st_size
         return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))
 
 
@@ -51,6 +53,10 @@ def run_artifacts(run: Path, include_torch: bool = True) -> list[Artifact]:
         for name in ONNX_FILES.get(stage, ()):
             if (folder / name).is_file():
                 found.append(Artifact(f"{folder.name}/{name}", "onnx", folder / name, folder, *_onnx_test(stage, name, metrics)))
+        for variant in (metrics.get("variants") or {}).values() if stage == "quantize" else ():
+            if variant.get("backend") == "neural-compressor" and (folder / variant["folder"]).is_dir():
+                path = folder / variant["folder"]
+                found.append(Artifact(f"{folder.name}/{variant['folder']} torch", "inc", path, path, variant.get("test") or {}, "quantize"))
     if not found:
         raise ModelError(f"{run} holds no stage folders with artifacts (NN-stage/ with edgepress.json); run a recipe first")
     return found
@@ -94,6 +100,8 @@ def named_models(items: list[str]) -> list[Artifact]:
             found.append(Artifact(name, "onnx", path, path.parent))
         elif (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             found.append(Artifact(name, "torch", path, path))
+        elif (path / "quantized_weight.pt").is_file() and (path / "qconfig.json").is_file():
+            found.append(Artifact(name, "inc", path, path))
         elif len(onnx := sorted(path.glob("*.onnx"))) == 1:
             found.append(Artifact(name, "onnx", onnx[0], path))
         else:

@@ -64,7 +64,8 @@ class Loaded:
         Each thread count opens its model afresh (a torch model too), so that the memory figure
         is that of one session at that setting, for torch as for ONNX Runtime."""
         before = runner.rss_mb()
-        prepare, run = self._torch(threads) if self.artifact.kind == "torch" else self._onnx(threads)
+        opener = {"torch": self._torch, "inc": self._inc}.get(self.artifact.kind, self._onnx)
+        prepare, run = opener(threads)
         prepared = {case: [prepare(x) for x in inputs] for case, inputs in self.cases.items()}
         run(next(iter(prepared.values()))[0])
         self.memory_mb[threads] = runner.memory_added(before)
@@ -101,7 +102,30 @@ class Loaded:
         return (lambda example: {k: torch.from_numpy(v).to(device) for k, v in example.items() if k in names}), run
 
 
+    def _inc(self, threads: int) -> tuple[Callable, Callable]:
+        """An INC int8 model, compiled by Inductor with frozen weights: how INC says to run it (its
+        int8 kernels exist only once compiled). Compiled afresh per thread count; the compile is the
+        warm-up call, outside the timing."""
+        import torch
+
+        from edgepress.compress import quant_inc
+
+        torch.set_num_threads(threads)
+        model = quant_inc.compiled(quant_inc.load(self.artifact.path))
+        names = quant_inc.argument_names(self.artifact.path)
+
+        def run(args: tuple) -> Any:
+            with torch.no_grad():
+                return model(*args)[0]  # saved with plain tuple outputs: the logits first
+
+        return (lambda example: tuple(torch.from_numpy(example[n]) for n in names)), run
+
+
 def parameters_of(artifact: Artifact) -> int:
+    if artifact.kind == "inc":
+        from edgepress.compress import quant_inc
+
+        return quant_inc.parameter_count(artifact.path)
     if artifact.kind == "torch":
         from safetensors import safe_open
 

@@ -88,6 +88,10 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
         from edgepress.export.bundle import evaluate
 
         return evaluate(artifact.path, data)
+    if artifact.kind == "inc":
+        from edgepress.compress.quant_inc import evaluate_folder
+
+        return evaluate_folder(artifact.path, data, max_length, ("test",))["test"]
     tokenizer = AutoTokenizer.from_pretrained(artifact.folder)
     if artifact.kind == "onnx":
         from edgepress.bench.runner import open_session

@@ -28,6 +28,7 @@ from edgepress.export import bundle
 from edgepress.export.runtime import load_onnx, onnx_logits, op_counts, open_session
 from edgepress.metrics import agreement, predictions_of, score, score_name, scores_of
 from edgepress.models import check_folder_labels, resolve_source
+from edgepress.runs import read_manifest
 
 if TYPE_CHECKING:
     from edgepress.pipeline import StageContext
@@ -42,11 +43,48 @@ KEPT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special
 
 
 def run_stage(ctx: "StageContext") -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     cfg = ctx.recipe.quantize
     folder = Path(resolve_source(ctx.input_model))
     check_folder_labels(folder, ctx.data.labels, "quantization is judged by accuracy on the data")
+    ort = _onnxruntime(ctx, folder) if cfg.backend in ("onnxruntime", "both") else {"variants": {}}
+    if cfg.backend in ("neural-compressor", "both"):
+        ort["variants"].update(_neural_compressor(ctx, folder))
+    first = next(iter(ort["variants"].values()))
+    return {**ort, "backend": cfg.backend, "evaluated_file": first["file"], "validation": first["validation"], "test": first["test"]}
+
+
+def _neural_compressor(ctx: "StageContext", folder: Path) -> dict[str, Any]:
+    """INC int8 PyTorch variants (quant_inc.py) of the torch model: the input itself, or the one the export stage read."""
+    from edgepress.compress import quant_inc
+    from edgepress.models import load_trained
+
+    source = torch_source(folder)
+    model, tokenizer = load_trained(ctx.recipe.model.model_copy(update={"name_or_path": str(source)}), task=ctx.data.task)
+    variants = {}
+    for mode in [m for m in ("dynamic", "static") if getattr(ctx.recipe.quantize, m)]:
+        variants[f"inc-{mode}"] = quant_inc.quantize_variant(ctx, mode, model, tokenizer, ctx.out_dir, _calibration_texts(ctx))
+        _log_variant(f"neural-compressor {mode}", variants[f"inc-{mode}"])
+    return variants
+
+
+def torch_source(folder: Path) -> Path:
+    """The torch model folder behind ``folder``: itself when it holds one, else the export stage's input."""
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    recorded = (read_manifest(folder) or {}).get("input_model")
+    if not recorded or not Path(recorded).is_dir():
+        raise ModelError(
+            f"quantize.backend neural-compressor quantizes a torch model, and {folder} neither holds one nor records the one it "
+            "was exported from (edgepress.json); give the torch model folder (e.g. the prune stage's) or an export folder edgepress wrote"
+        )
+    return Path(recorded)
+
+
+def _onnxruntime(ctx: "StageContext", folder: Path) -> dict[str, Any]:
+    """int8 ONNX variants with ONNX Runtime's quantizer."""
+    from transformers import AutoTokenizer
+
+    cfg = ctx.recipe.quantize
     tokenizer = AutoTokenizer.from_pretrained(folder)
     target, preset = resolve_target(cfg.target)
     for name in KEPT_FILES:  # so that ORTModelForSequenceClassification opens the folder
@@ -70,12 +108,10 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
             _log_variant(mode, variants[mode])
             if cfg.with_tokenizer:  # the int8 model's own outputs are the reference: no tolerance beyond float noise
                 variants[mode]["with_tokenizer"] = bundle.write_for_stage(final, tokenizer, ctx.data, cfg.max_seq_length, 1e-4)
-    first = next(iter(variants.values()))
     return {
         "target": target, "preset": asdict(preset), "source_folder": str(folder),
         "fp32": {"file": fp32_file.name, "validation": reference.validation, "test": scores_of(ctx.data, "test", fp32_test)},
-        "variants": variants, "evaluated_file": first["file"],
-        "validation": first["validation"], "test": first["test"],
+        "variants": variants,
     }  # fmt: skip
 
 
@@ -155,7 +191,7 @@ def _describe(final: Path, source: Path, config, trials, tokenizer, test_rows, f
 
 def _log_variant(mode: str, variant: dict) -> None:
     log.info(
-        "int8 %s kept (%s): test %s %.2f%%, agrees with fp32 on %.1f%% of test, %.2fx the fp32 file size",
+        "int8 %s kept (%s): test %s %.2f%%, agrees with fp32 on %.1f%% of test, %.2fx the fp32 size",
         mode, variant["described"], score_name(variant["test"]), 100 * score(variant["test"]), 100 * variant["test_agreement_with_fp32"],
         variant["size_ratio"],
     )  # fmt: skip
