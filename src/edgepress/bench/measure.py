@@ -163,6 +163,8 @@ def cuda_providers(tensorrt: bool) -> list[str]:
 
 def check_cuda(artifacts: list[Artifact], cfg: "BenchSection") -> None:
     """Fail before loading anything when the cuda target cannot run these artifacts here."""
+    if inc := [a.name for a in artifacts if a.kind == "inc"]:
+        raise TargetError(f"target cuda: {', '.join(inc)} are Intel Neural Compressor int8 models for CPUs; bench them with --target cpu")
     if any(a.kind == "torch" for a in artifacts):
         import torch
 
