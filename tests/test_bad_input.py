@@ -116,6 +116,9 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
         "search-timeout": lambda: Case(["search", w.recipe("st", {**fine("st"), "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}}),
                                         "--timeout", "soon"]),  # fmt: skip
         "interrupted": lambda: _interrupted(w),
+        "inc-no-torch": lambda: Case(["quantize", "--backend", "neural-compressor", "--model",
+                                      str(w.model_copy("onnx-only", lambda f: (f / "model.safetensors").unlink())), "--data", str(w.data),
+                                      "--output-dir", str(w.root / "runs"), "--name", "inc-no-torch"]),  # fmt: skip
         **_token_cases(w, run),
     }
 

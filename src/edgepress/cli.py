@@ -66,6 +66,16 @@ def _setup_logging(debug: bool) -> None:
     # under torchrun / accelerate launch every process would print the same lines: the main one speaks
     quiet = not distributed.is_main() and not debug
     logging.getLogger("edgepress").setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    if not debug:
+        for name, level in NOISY_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+
+
+# Libraries that log routine steps as warnings: torchao (which the Trainer imports when installed, and
+# neural-compressor-pt installs it) about CUDA kernels a CPU machine lacks and pytree registrations;
+# Intel Neural Compressor's every step; torch.export's note that INC's file name does not end in .pt2.
+NOISY_LOGGERS = {"torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "neural_compressor": logging.WARNING,
+                 "torch.export.pt2_archive._package": logging.ERROR}  # fmt: skip
 
 
 @app.command()

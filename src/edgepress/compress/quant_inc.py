@@ -46,6 +46,15 @@ def is_inc_folder(folder: Path) -> bool:
     return (folder / WEIGHTS).is_file() and (folder / QCONFIG).is_file()
 
 
+def quiet() -> None:
+    """INC's logger announces every step at INFO and sets its level when first imported (after the
+    CLI's logging set-up): keep its warnings only, unless edgepress itself logs at debug level."""
+    import neural_compressor.common.utils.logger  # noqa: F401  (creates the logger)
+
+    if not logging.getLogger("edgepress").isEnabledFor(logging.DEBUG):
+        logging.getLogger("neural_compressor").setLevel(logging.WARNING)
+
+
 class Inputs:
     """The model's forward arguments in its own order (``torch.export`` takes them positionally)."""
 
@@ -117,6 +126,7 @@ def quantize_variant(ctx: "StageContext", mode: str, model: Any, tokenizer: Any,
     """One INC int8 variant of the torch model: tuned, checked against the tolerance, saved, reloaded."""
     from neural_compressor.torch.quantization import TuningConfig, autotune
 
+    quiet()
     cfg, data = ctx.recipe.quantize, ctx.data
     inputs = Inputs(model, tokenizer, cfg.max_seq_length)
     validation = data.validation.to_dict()
@@ -177,6 +187,7 @@ def load(folder: Path) -> Any:
     """The saved int8 model, as INC documents (a PT2E model needs no ``original_model``)."""
     from neural_compressor.torch.quantization import load as inc_load
 
+    quiet()
     return inc_load(str(folder))
 
 
