@@ -239,6 +239,9 @@ def _run(case: Case, log: Path) -> tuple[str, int]:
     """The case as a process (its stderr to a file: a pipe nobody reads while it runs could fill)."""
 
     def limit() -> None:
+        # a suite started in the background (`make test &`) runs with SIGINT ignored, which children
+        # inherit and Python then never turns into KeyboardInterrupt: give the child the default
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if case.limit_file_size:
             resource.setrlimit(resource.RLIMIT_FSIZE, (case.limit_file_size, case.limit_file_size))
 
