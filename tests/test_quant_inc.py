@@ -10,21 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import tiny_recipe
 from edgepress.errors import StageError
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
-from test_quantize import build_wide_bert
+from test_quantize import wide_quantize_run
 
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory, tiny_csv):
-    tmp = tmp_path_factory.mktemp("inc")
-    raw = tiny_recipe(tmp, build_wide_bert(tmp / "base"), tiny_csv, learning_rate=5e-4, epochs=4).model_dump(mode="json")
-    raw["stages"] = ["finetune", "export", "quantize"]
-    raw["export"] = {"max_seq_length": 24, "mobile": False}
-    raw["quantize"] = {"max_seq_length": 24, "calibration_samples": 64, "backend": "both"}
-    return run_recipe(validate_recipe(raw))
+    return wide_quantize_run(tmp_path_factory.mktemp("inc"), tiny_csv, backend="both")
 
 
 def texts(n: int = 16) -> dict[str, list]:
@@ -58,7 +50,7 @@ def test_every_linear_layer_is_quantized_and_logits_stay_close(both):
     linear = sum(isinstance(m, torch.nn.Linear) for m in fp32.modules())
     assert len(quantize_ops) >= linear  # every Linear reads int8 activations
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    inputs = quant_inc.Inputs.named(quant_inc.argument_names(folder), tokenizer, 24)
+    inputs = quant_inc.Inputs(model, tokenizer, 24)
     got = quant_inc.logits_of(model, inputs, texts(), 8)
     expected = quant_inc.logits_of(fp32, inputs, texts(), 8)
     spread = float(np.abs(expected).max())
@@ -80,9 +72,8 @@ def test_the_artifact_reloads_in_a_fresh_process_without_edgepress(both, tmp_pat
     from edgepress.compress import quant_inc
 
     folder = both[-1].folder / "inc_int8_dynamic"
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    inputs = quant_inc.Inputs.named(quant_inc.argument_names(folder), tokenizer, 24)
-    here = quant_inc.logits_of(quant_inc.load(folder), inputs, texts(4), 4)
+    model = quant_inc.load(folder)
+    here = quant_inc.logits_of(model, quant_inc.Inputs(model, AutoTokenizer.from_pretrained(folder), 24), texts(4), 4)
     script = (
         "import sys, numpy\n"
         "from neural_compressor.torch.quantization import load\n"

@@ -37,14 +37,18 @@ def build_wide_bert(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def quantized(tmp_path_factory, tiny_csv):
-    tmp = tmp_path_factory.mktemp("quantize")
-    raw = tiny_recipe(tmp, build_wide_bert(tmp / "base"), tiny_csv, learning_rate=5e-4, epochs=4).model_dump(mode="json")
+def wide_quantize_run(tmp: Path, data: Path, **quantize):
+    """finetune -> export -> quantize of the 128-wide BERT; ``quantize``: more quantize settings."""
+    raw = tiny_recipe(tmp, build_wide_bert(tmp / "base"), data, learning_rate=5e-4, epochs=4).model_dump(mode="json")
     raw["stages"] = ["finetune", "export", "quantize"]
     raw["export"] = {"max_seq_length": 24, "mobile": False}
-    raw["quantize"] = {"max_seq_length": 24, "calibration_samples": 64}
+    raw["quantize"] = {"max_seq_length": 24, "calibration_samples": 64, **quantize}
     return run_recipe(validate_recipe(raw))
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny_csv):
+    return wide_quantize_run(tmp_path_factory.mktemp("quantize"), tiny_csv)
 
 
 def test_both_variants_are_int8_small_and_agree_with_fp32(quantized):

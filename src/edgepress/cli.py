@@ -73,9 +73,9 @@ def _setup_logging(debug: bool) -> None:
 
 # Libraries that log routine steps as warnings: torchao (which the Trainer imports when installed, and
 # neural-compressor-pt installs it) about CUDA kernels a CPU machine lacks and pytree registrations;
-# Intel Neural Compressor's every step; torch.export's note that INC's file name does not end in .pt2.
-NOISY_LOGGERS = {"torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "neural_compressor": logging.WARNING,
-                 "torch.export.pt2_archive._package": logging.ERROR}  # fmt: skip
+# torch.export's note that INC's file name does not end in .pt2. (INC's own logger sets its level when
+# imported, later: quant_inc.quiet handles it.)
+NOISY_LOGGERS = {"torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "torch.export.pt2_archive._package": logging.ERROR}
 
 
 @app.command()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from edgepress.compress.quant_inc import is_inc_folder
 from edgepress.errors import ModelError
 from edgepress.export.bundle import SUFFIX, bundle_name
 from edgepress.export.runtime import load_onnx
@@ -36,7 +37,9 @@ class Artifact:
         if self.kind == "onnx":
             return self.path.stat().st_size
         if self.kind == "inc":
-            return (self.path / "quantized_weight.pt").stat().st_size
+            from edgepress.compress.quant_inc import WEIGHTS
+
+            return (self.path / WEIGHTS).stat().st_size
         return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))
 
 
@@ -100,7 +103,7 @@ def named_models(items: list[str]) -> list[Artifact]:
             found.append(Artifact(name, "onnx", path, path.parent))
         elif (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             found.append(Artifact(name, "torch", path, path))
-        elif (path / "quantized_weight.pt").is_file() and (path / "qconfig.json").is_file():
+        elif is_inc_folder(path):
             found.append(Artifact(name, "inc", path, path))
         elif len(onnx := sorted(path.glob("*.onnx"))) == 1:
             found.append(Artifact(name, "onnx", onnx[0], path))

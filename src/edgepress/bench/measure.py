@@ -110,9 +110,12 @@ class Loaded:
 
         from edgepress.compress import quant_inc
 
+        from transformers import AutoTokenizer
+
         torch.set_num_threads(threads)
-        model = quant_inc.compiled(quant_inc.load(self.artifact.path))
-        names = quant_inc.argument_names(self.artifact.path)
+        loaded = quant_inc.load(self.artifact.path)
+        names = quant_inc.Inputs(loaded, AutoTokenizer.from_pretrained(self.artifact.path), 8).names
+        model = quant_inc.compiled(loaded)
 
         def run(args: tuple) -> Any:
             with torch.no_grad():

@@ -56,19 +56,14 @@ def quiet() -> None:
 
 
 class Inputs:
-    """The model's forward arguments in its own order (``torch.export`` takes them positionally)."""
+    """The model's forward arguments in its own order (``torch.export`` takes them positionally).
+    A saved int8 model keeps the fp32 model's argument names, so either one gives the order."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int):
         self.tokenizer, self.max_length = tokenizer, max_length
         accepted = inspect.signature(model.forward).parameters
         probe = tokenizer(["a b"], return_tensors="pt")
         self.names = [n for n in accepted if n in probe]
-
-    @classmethod
-    def named(cls, names: list[str], tokenizer: Any, max_length: int) -> "Inputs":
-        inputs = cls.__new__(cls)
-        inputs.tokenizer, inputs.max_length, inputs.names = tokenizer, max_length, names
-        return inputs
 
     def of(self, rows: dict[str, list], **kwargs: Any) -> tuple[Any, tuple]:
         encoded = encode(self.tokenizer, rows, self.max_length, padding=True, return_tensors="pt", **kwargs)
@@ -131,13 +126,14 @@ def quantize_variant(ctx: "StageContext", mode: str, model: Any, tokenizer: Any,
     inputs = Inputs(model, tokenizer, cfg.max_seq_length)
     validation = data.validation.to_dict()
     exported, example = export_for_quantization(model, inputs, calibration)
-    reference = scores_of(data, "validation", predictions_of(logits_of(model, inputs, validation, cfg.eval_batch_size)))
     trials: list[dict[str, Any]] = []
 
+    def scored(candidate: Any) -> dict[str, float]:
+        return scores_of(data, "validation", predictions_of(logits_of(candidate, inputs, validation, cfg.eval_batch_size)))
+
     def evaluate(candidate: Any) -> float:
-        figures = scores_of(data, "validation", predictions_of(logits_of(candidate, inputs, validation, cfg.eval_batch_size)))
-        trials.append({"validation": figures})
-        return score(figures)
+        trials.append({"validation": scored(candidate)})
+        return score(trials[-1]["validation"])
 
     def calibrate(prepared: Any) -> None:
         for start in range(0, len(calibration["text"]), 8):
@@ -147,7 +143,7 @@ def quantize_variant(ctx: "StageContext", mode: str, model: Any, tokenizer: Any,
     tuning = TuningConfig(config_set=configs, tolerable_loss=cfg.tolerance, max_trials=len(configs))
     quantized = autotune(exported, tuning, eval_fn=evaluate, run_fn=calibrate, example_inputs=example)
     trials = _label_trials(trials, configs)
-    kept = scores_of(data, "validation", predictions_of(logits_of(quantized, inputs, validation, cfg.eval_batch_size)))
+    reference, kept = trials[0]["validation"], scored(quantized)  # autotune scores the fp32 model first
     _check_tolerance(mode, kept, reference, cfg.tolerance, trials)
     folder = out_dir / f"inc_int8_{mode}"
     save(quantized, example, folder, tokenizer, model)
@@ -201,16 +197,6 @@ def compiled(model: Any) -> Any:
     return torch.compile(model, dynamic=True)
 
 
-def argument_names(folder: Path) -> list[str]:
-    """The saved model's inputs in their order: the tokenizer outputs its forward takes."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from edgepress.models import auto_class, folder_task
-
-    skeleton = auto_class(folder_task(folder)).from_config(AutoConfig.from_pretrained(folder))
-    return Inputs(skeleton, AutoTokenizer.from_pretrained(folder), 8).names
-
-
 def parameter_count(folder: Path) -> int:
     return sum(t.numel() for t in load(folder).state_dict().values())
 
@@ -221,8 +207,8 @@ def evaluate_folder(folder: Path, data: Any, max_length: int, splits: tuple[str,
 
     from edgepress.metrics import evaluate_splits
 
-    model, names = load(folder), argument_names(folder)
-    inputs = Inputs.named(names, AutoTokenizer.from_pretrained(folder), max_length)
+    model = load(folder)
+    inputs = Inputs(model, AutoTokenizer.from_pretrained(folder), max_length)
     return evaluate_splits(data, splits, lambda rows: logits_of(model, inputs, rows, 64))
 
 

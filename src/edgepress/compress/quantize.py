@@ -60,9 +60,9 @@ def _neural_compressor(ctx: "StageContext", folder: Path) -> dict[str, Any]:
 
     source = torch_source(folder)
     model, tokenizer = load_trained(ctx.recipe.model.model_copy(update={"name_or_path": str(source)}), task=ctx.data.task)
-    variants = {}
+    variants, calibration = {}, _calibration_texts(ctx)
     for mode in [m for m in ("dynamic", "static") if getattr(ctx.recipe.quantize, m)]:
-        variants[f"inc-{mode}"] = quant_inc.quantize_variant(ctx, mode, model, tokenizer, ctx.out_dir, _calibration_texts(ctx))
+        variants[f"inc-{mode}"] = quant_inc.quantize_variant(ctx, mode, model, tokenizer, ctx.out_dir, calibration)
         _log_variant(f"neural-compressor {mode}", variants[f"inc-{mode}"])
     return variants
 

@@ -93,9 +93,13 @@ def _accept_indexed_cpu_locations() -> None:
     def on_cpu(storage, location: str):
         return storage if location.startswith("cpu:") else None  # None: the next handler decides
 
-    if not getattr(torch.serialization, "_edgepress_cpu_index", False):
+    global _cpu_index_registered
+    if not _cpu_index_registered:
         torch.serialization.register_package(11, lambda obj: None, on_cpu)  # after "cpu" (10), before the devices
-        torch.serialization._edgepress_cpu_index = True
+        _cpu_index_registered = True
+
+
+_cpu_index_registered = False
 
 
 def last_checkpoint(work: Path) -> Path | None:
