@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-
-from edgepress.runs import environment
 from recipe_runs import run_stages
+
+from edgepress.running.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 PADDINGS = ("max_length", "longest")

@@ -30,9 +30,9 @@ from pathlib import Path
 import yaml
 
 from edgepress.bench.runner import cpu_description
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import Recipe, apply_override, set_path, validate_recipe
-from edgepress.runs import environment
+from edgepress.recipe.loading import Recipe, apply_override, set_path, validate_recipe
+from edgepress.running.pipeline import run_recipe
+from edgepress.running.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 HARD = ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"]

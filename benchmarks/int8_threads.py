@@ -62,8 +62,8 @@ def main() -> None:
 def test_examples(args: argparse.Namespace) -> list[dict[str, np.ndarray]]:
     from transformers import AutoTokenizer
 
-    from edgepress.data import load_data
-    from edgepress.sections import DataSection
+    from edgepress.data.load import load_data
+    from edgepress.recipe.sections import DataSection
 
     tokenizer = AutoTokenizer.from_pretrained(args.folder)
     texts = list(load_data(DataSection(source=str(args.data), text_column=args.text_column)).test["text"][: args.examples])

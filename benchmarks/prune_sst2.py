@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from recipe_runs import run_stages
 
 from edgepress.bench.runner import measure
-from edgepress.runs import environment
-from recipe_runs import run_stages
+from edgepress.running.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,8 +61,8 @@ def test_inputs(folder: Path, base: dict, count: int) -> list[dict]:
     """The first ``count`` test sentences, tokenized one by one (batch 1, no padding)."""
     from transformers import AutoTokenizer
 
-    from edgepress.data import load_data
-    from edgepress.sections import DataSection
+    from edgepress.data.load import load_data
+    from edgepress.recipe.sections import DataSection
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     texts = load_data(DataSection(**base["data"])).test["text"][:count]

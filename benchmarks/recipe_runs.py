@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from edgepress.pipeline import StageOutcome, run_recipe
-from edgepress.recipe import apply_override, set_path, validate_recipe
+from edgepress.recipe.loading import apply_override, set_path, validate_recipe
+from edgepress.running.pipeline import StageOutcome, run_recipe
 
 
 def run_stages(base: dict, overrides: list[str], output_dir: str, name: str, stages: list[str], model: str) -> list[StageOutcome]:

@@ -4,7 +4,7 @@ what changes for texts outside the training split.
     python benchmarks/vocabulary.py --sst2 ../shared/data/sst2
 
 For each dataset and min_count: the WordPiece vocabulary of builtin:minilm-l6 before and after
-(edgepress.compress.vocabulary, the prune stage's code), the embedding parameters (rows x hidden
+(edgepress.compress.pruning.vocabulary, the prune stage's code), the embedding parameters (rows x hidden
 size), whether every training text keeps its pieces, and on the test split the share of texts whose
 pieces change and the change in token count. Prints a table; writes benchmarks/results/vocabulary.json.
 """
@@ -16,11 +16,11 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgepress.compress import vocabulary
-from edgepress.data import load_data
+from edgepress.compress.pruning import vocabulary
+from edgepress.data.load import load_data
 from edgepress.models import resolve_source
-from edgepress.runs import environment
-from edgepress.sections import DataSection
+from edgepress.recipe.sections import DataSection
+from edgepress.running.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

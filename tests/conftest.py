@@ -106,7 +106,7 @@ def tiny_csv(tmp_path_factory) -> Path:
 
 def tiny_recipe(tmp_path: Path, model: Path, data: Path, **finetune) -> "object":
     """A recipe for the tiny model: short sequences, a learning rate a 32-wide model needs."""
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
 
     settings = {"learning_rate": 2e-3, "epochs": 8, "batch_size": 16, "max_seq_length": 24, "warmup_ratio": 0.1, "logging_steps": 50}
     settings.update(finetune)
@@ -126,7 +126,7 @@ def tiny_recipe(tmp_path: Path, model: Path, data: Path, **finetune) -> "object"
 def tiny_classifier(tmp_path_factory, tiny_csv) -> Path:
     """The tiny BERT fine-tuned on the synthetic topics (100% accurate, logits with margins): the
     input of the export and compression tests. Built once per session."""
-    from edgepress.pipeline import run_recipe
+    from edgepress.running.pipeline import run_recipe
 
     root = tmp_path_factory.mktemp("classifier")
     (outcome,) = run_recipe(tiny_recipe(root, build_tiny_bert(root / "base"), tiny_csv))

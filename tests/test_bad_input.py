@@ -20,7 +20,6 @@ from typing import Callable
 
 import pytest
 import yaml
-
 from conftest import synthetic_rows, write_rows
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -3,12 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_schema_valid
 from typer.testing import CliRunner
 
-from conftest import assert_schema_valid
 from edgepress.bench.gate import Limits, compare, junit
 from edgepress.bench.report import SCHEMA
-from edgepress.cli import app
+from edgepress.cli.app import app
 
 runner = CliRunner()
 BENCH = ["--examples", "16", "--rounds", "4", "--threads", "1", "--batch-size", "8", "--max-seq-length", "24"]
@@ -17,8 +17,8 @@ BENCH = ["--examples", "16", "--rounds", "4", "--threads", "1", "--batch-size", 
 @pytest.fixture(scope="module")
 def benched(tmp_path_factory, tiny_classifier, tiny_csv):
     """The tiny classifier's run folder plus an export stage, benchmarked with the command."""
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     run = tiny_classifier.parent
     recipe = validate_recipe({
@@ -316,8 +316,8 @@ def test_bench_refuses_to_score_a_model_trained_for_other_labels(tmp_path, tiny_
 
 
 def test_bench_stage_ends_a_recipe_with_its_reports(tmp_path, tiny_classifier, tiny_csv):
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     recipe = validate_recipe({
         "name": "b", "output_dir": str(tmp_path / "runs"), "stages": ["export", "bench"],

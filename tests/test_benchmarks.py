@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import tiny_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

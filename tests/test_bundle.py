@@ -7,15 +7,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import assert_schema_valid
+from test_export import export_recipe
 from typer.testing import CliRunner
 
-from conftest import assert_schema_valid
-from edgepress.cli import app
+from edgepress.cli.app import app
 from edgepress.errors import StageError
 from edgepress.export import bundle
 from edgepress.export.runtime import open_session
-from edgepress.pipeline import run_recipe
-from test_export import export_recipe
+from edgepress.running.pipeline import run_recipe
 
 runner = CliRunner()
 TEXTS = ["goal w1 w2 team", "VOTE w3 Party", "chip code w7 unseen", "Goál ☃ 日本 w5", "w1 " * 40]

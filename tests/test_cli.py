@@ -6,7 +6,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from edgepress.cli import app
+from edgepress.cli.app import app
 
 runner = CliRunner()
 
@@ -16,7 +16,7 @@ def invoke(*args: str):
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
-    code = "import sys, edgepress.cli; heavy = {'torch', 'transformers', 'onnxruntime', 'datasets'} & set(sys.modules); print(sorted(heavy))"
+    code = "import sys, edgepress.cli.app; heavy = {'torch', 'transformers', 'onnxruntime', 'datasets'} & set(sys.modules); print(sorted(heavy))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     start = time.perf_counter()

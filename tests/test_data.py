@@ -2,11 +2,11 @@ import importlib.util
 from collections import Counter
 
 import pytest
-
 from conftest import synthetic_rows, write_rows
-from edgepress.data import load_data
+
+from edgepress.data.load import load_data
 from edgepress.errors import DataError
-from edgepress.recipe import DataSection
+from edgepress.recipe.loading import DataSection
 
 
 def section(**kwargs) -> DataSection:
@@ -110,7 +110,7 @@ def test_a_checkpoint_trained_on_a_hub_dataset_keeps_its_head(tmp_path, tiny_ber
     import torch
 
     from edgepress.models import load_classifier, save_artifact
-    from edgepress.recipe import ModelSection
+    from edgepress.recipe.loading import ModelSection
 
     labels = load_data(section(source=str(_hub_folder(tmp_path, ["World", "Sports", "Business"])))).labels
     model, tokenizer = load_classifier(ModelSection(name_or_path=str(tiny_bert)), ["World", "Sports", "Business"])

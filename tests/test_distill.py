@@ -3,18 +3,18 @@ import random
 
 import pytest
 import torch
-
 from conftest import build_tiny_bert, require_system_tool, tiny_recipe
-from edgepress.compress import augment as augment_module
-from edgepress.compress import distill, losses, teacher_cache
-from edgepress.compress.augment import augment_texts
-from edgepress.compress.students import build_student, check_compatible, evenly_spaced, layer_map
-from edgepress.compress.teacher_cache import CacheRequest, run_teacher
+
+from edgepress.compress.training import augment as augment_module
+from edgepress.compress.training import distill, losses, teacher_cache
+from edgepress.compress.training.augment import augment_texts
+from edgepress.compress.training.students import build_student, check_compatible, evenly_spaced, layer_map
+from edgepress.compress.training.teacher_cache import CacheRequest, run_teacher
 from edgepress.errors import ModelError, RecipeError
 from edgepress.models import load_classifier
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
-from edgepress.sections import AugmentSection, DistillLossSection, ModelSection, StudentSection
+from edgepress.recipe.loading import validate_recipe
+from edgepress.recipe.sections import AugmentSection, DistillLossSection, ModelSection, StudentSection
+from edgepress.running.pipeline import run_recipe
 
 LABELS = ["politics", "sports", "tech"]
 TEXTS = {"text": ["w1 goal w2 w3", "vote w4", "w5 w6 chip w7 w8 w9", "team w1"]}

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors.torch import load_file
-
 from conftest import build_tiny_bert, synthetic_rows, write_rows
+from safetensors.torch import load_file
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 ACCELERATE = Path(sys.executable).parent / "accelerate"

@@ -9,12 +9,11 @@ import json
 import os
 
 import pytest
+from conftest import assert_schema_valid, require_system_tool
 from typer.testing import CliRunner
 
-from conftest import assert_schema_valid
-from conftest import require_system_tool
 from edgepress.bench.emulator import find_qemu
-from edgepress.cli import app
+from edgepress.cli.app import app
 
 runner = CliRunner()
 
@@ -29,8 +28,8 @@ def emulator(request):
 
 @pytest.fixture(scope="module")
 def quantized_run(tmp_path_factory, tiny_classifier, tiny_csv):
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     runs = tmp_path_factory.mktemp("emulated")
     outcomes = run_recipe(validate_recipe({

@@ -4,20 +4,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import build_tiny_bert
 from typer.testing import CliRunner
 
-from conftest import build_tiny_bert
-from edgepress.cli import app
-from edgepress.data import load_data
+from edgepress.cli.app import app
+from edgepress.data.load import load_data
 from edgepress.errors import ModelError
 from edgepress.export.onnx import export_model
 from edgepress.export.parity import ParityError, check_parity, parity_cases, torch_references
 from edgepress.export.runtime import feeds, open_session
 from edgepress.models import load_trained
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
-from edgepress.sections import DataSection, ModelSection
-from edgepress.sections_deploy import ExportSection
+from edgepress.recipe.deploy import ExportSection
+from edgepress.recipe.loading import validate_recipe
+from edgepress.recipe.sections import DataSection, ModelSection
+from edgepress.running.pipeline import run_recipe
 
 runner = CliRunner()
 

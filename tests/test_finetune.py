@@ -3,11 +3,11 @@ from importlib.metadata import version
 
 import pytest
 import torch
-
 from conftest import tiny_recipe
+
 from edgepress.errors import StageError
-from edgepress.pipeline import run_recipe
-from edgepress.runs import MANIFEST
+from edgepress.running.pipeline import run_recipe
+from edgepress.running.runs import MANIFEST
 
 
 @pytest.fixture(scope="module")

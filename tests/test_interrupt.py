@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgepress.runs import MANIFEST, file_hashes
+from edgepress.running.runs import MANIFEST, file_hashes
 
 TRAINING = {"learning_rate": 2e-3, "batch_size": 16, "max_seq_length": 24, "warmup_ratio": 0.1, "logging_steps": 50, "checkpoint_steps": 10}
 

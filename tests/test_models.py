@@ -3,11 +3,11 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import build_tiny_bert
+
 from edgepress.errors import ModelError
 from edgepress.models import encoder_parts, load_artifact, load_classifier, resolve_source, save_artifact
-from edgepress.recipe import ModelSection
+from edgepress.recipe.loading import ModelSection
 
 LABELS = ["politics", "sports", "tech"]
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgepress.cli import app
-from edgepress.compress import importance, surgery
-from edgepress.compress.prune_plan import Baseline, plan_budget, plan_fractions
+from edgepress.cli.app import app
+from edgepress.compress.pruning import importance, surgery
+from edgepress.compress.pruning.plan import Baseline, plan_budget, plan_fractions
 from edgepress.errors import RecipeError, StageError
 from edgepress.export.runtime import feeds, open_session
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
-from edgepress.sections import PruneSection
+from edgepress.recipe.loading import validate_recipe
+from edgepress.recipe.sections import PruneSection
+from edgepress.running.pipeline import run_recipe
 
 runner = CliRunner()
 TEXTS = ["goal w1 w2 team", "vote w3 party w4 w5 w6", "chip code w7"]

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from test_quantize import wide_quantize_run
 
 from edgepress.errors import StageError
-from test_quantize import wide_quantize_run
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +41,17 @@ def test_every_linear_layer_is_quantized_and_logits_stay_close(both):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from edgepress.compress import quant_inc
-
+    from edgepress.compress.quantization import inc
     folder = both[-1].folder / "inc_int8_static"
-    model = quant_inc.load(folder)
+    model = inc.load(folder)
     quantize_ops = [n for n in model.graph.nodes if "quantize_per_tensor" in str(n.target)]
     fp32 = AutoModelForSequenceClassification.from_pretrained(both[0].folder).eval()
     linear = sum(isinstance(m, torch.nn.Linear) for m in fp32.modules())
     assert len(quantize_ops) >= linear  # every Linear reads int8 activations
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    inputs = quant_inc.Inputs(model, tokenizer, 24)
-    got = quant_inc.logits_of(model, inputs, texts(), 8)
-    expected = quant_inc.logits_of(fp32, inputs, texts(), 8)
+    inputs = inc.Inputs(model, tokenizer, 24)
+    got = inc.logits_of(model, inputs, texts(), 8)
+    expected = inc.logits_of(fp32, inputs, texts(), 8)
     spread = float(np.abs(expected).max())
     assert float(np.abs(got - expected).max()) < 0.05 * spread  # int8 noise, well under the logits' scale
     assert (got.argmax(-1) == expected.argmax(-1)).all()
@@ -69,11 +68,10 @@ def test_the_saved_model_stores_fp32_weights(both):
 def test_the_artifact_reloads_in_a_fresh_process_without_edgepress(both, tmp_path):
     from transformers import AutoTokenizer
 
-    from edgepress.compress import quant_inc
-
+    from edgepress.compress.quantization import inc
     folder = both[-1].folder / "inc_int8_dynamic"
-    model = quant_inc.load(folder)
-    here = quant_inc.logits_of(model, quant_inc.Inputs(model, AutoTokenizer.from_pretrained(folder), 24), texts(4), 4)
+    model = inc.load(folder)
+    here = inc.logits_of(model, inc.Inputs(model, AutoTokenizer.from_pretrained(folder), 24), texts(4), 4)
     script = (
         "import sys, numpy\n"
         "from neural_compressor.torch.quantization import load\n"
@@ -90,7 +88,7 @@ def test_the_artifact_reloads_in_a_fresh_process_without_edgepress(both, tmp_pat
 
 
 def test_a_tolerance_no_variant_meets_fails_the_stage_with_what_was_tried():
-    from edgepress.compress.quant_inc import _check_tolerance
+    from edgepress.compress.quantization.inc import _check_tolerance
 
     trials = [{"config": "fp32 (baseline)", "validation": {"accuracy": 0.9}},
               {"config": {"w_granularity": "per_channel"}, "validation": {"accuracy": 0.8}},
@@ -108,9 +106,9 @@ def test_a_tolerance_no_variant_meets_fails_the_stage_with_what_was_tried():
 def test_bench_times_the_inc_model_compiled_beside_the_onnx_ones(both, tmp_path, tiny_csv):
     from edgepress.bench.artifacts import run_artifacts
     from edgepress.bench.stage import benchmark
-    from edgepress.data import load_data
-    from edgepress.sections import DataSection
-    from edgepress.sections_deploy import BenchSection
+    from edgepress.data.load import load_data
+    from edgepress.recipe.deploy import BenchSection
+    from edgepress.recipe.sections import DataSection
 
     run = both[-1].folder.parent
     artifacts = [a for a in run_artifacts(run, include_torch=False) if "dynamic" not in a.name]

@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import tiny_recipe
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe
-from edgepress.cli import app
-from edgepress.compress.quant_configs import PRESETS, QuantConfig, cpu_target, first_config, resolve_target, settings_to_try
+from edgepress.cli.app import app
+from edgepress.compress.quantization.configs import PRESETS, QuantConfig, cpu_target, first_config, resolve_target, settings_to_try
 from edgepress.errors import StageError
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
-from edgepress.sections_deploy import QuantizeSection
+from edgepress.recipe.deploy import QuantizeSection
+from edgepress.recipe.loading import validate_recipe
+from edgepress.running.pipeline import run_recipe
 
 runner = CliRunner()
 
@@ -21,10 +21,9 @@ runner = CliRunner()
 def build_wide_bert(folder: Path) -> Path:
     """Like conftest's tiny BERT but 128 wide, so that weight matrices, not node names, fill the
     file and the int8 size ratio means something."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    from conftest import FILLER, KEYWORDS, SPECIAL
     import torch
+    from conftest import FILLER, KEYWORDS, SPECIAL
+    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,7 +76,7 @@ def test_int8_folder_opens_with_optimum(quantized):
 
 
 def test_excluded_nodes_stay_fp32(quantized, tmp_path):
-    from edgepress.compress.quant_search import Calibration, quantize
+    from edgepress.compress.quantization.search import Calibration, quantize
 
     source = quantized[1].folder / "model.onnx"
     graph = onnx.load(str(source)).graph
@@ -104,7 +103,7 @@ def test_calibration_runs_on_real_lengths_not_padding(quantized, tmp_path):
     max_seq_length; the histogram calibrators get one shape, the longest batch's, and still run."""
     from transformers import AutoTokenizer
 
-    from edgepress.compress.quant_search import Calibration, quantize
+    from edgepress.compress.quantization.search import Calibration, quantize
 
     source = quantized[1].folder / "model.onnx"
     tokenizer = AutoTokenizer.from_pretrained(source.parent)
@@ -127,10 +126,10 @@ def test_calibration_runs_on_real_lengths_not_padding(quantized, tmp_path):
 def test_an_unreachable_tolerance_lists_what_was_tried(quantized, tmp_path, tiny_csv):
     from transformers import AutoTokenizer
 
-    from edgepress.compress import quantize as stage
-    from edgepress.compress.quant_search import Reference
-    from edgepress.data import load_data
-    from edgepress.sections import DataSection
+    from edgepress.compress.quantization import quantize as stage
+    from edgepress.compress.quantization.search import Reference
+    from edgepress.data.load import load_data
+    from edgepress.recipe.sections import DataSection
 
     folder = quantized[1].folder
     data = load_data(DataSection(source=str(tiny_csv)))
@@ -192,7 +191,7 @@ def test_a_histogram_method_that_cannot_calibrate_is_a_failed_trial_not_a_crash(
     from onnx import TensorProto, helper
     from transformers import AutoTokenizer
 
-    from edgepress.compress.quant_search import Calibration, CalibrationError, quantize
+    from edgepress.compress.quantization.search import Calibration, CalibrationError, quantize
 
     nodes = [
         helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),

@@ -14,7 +14,7 @@ import pytest
 import typer
 import typer.main
 
-from edgepress.cli import app
+from edgepress.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from edgepress.errors import RecipeError
-from edgepress.recipe import Recipe, apply_override, load_recipe, recipe_to_yaml
+from edgepress.recipe.loading import Recipe, apply_override, load_recipe, recipe_to_yaml
 
 
 def write(tmp_path: Path, text: str) -> Path:

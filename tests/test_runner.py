@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
-
 from conftest import assert_schema_valid
+from onnx import TensorProto, helper
 
 from edgepress.bench import runner
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepress.runs import RunFolder, current_manifest, file_hashes, fingerprint, tree_hash, write_manifest
+from edgepress.running.runs import RunFolder, current_manifest, file_hashes, fingerprint, tree_hash, write_manifest
 
 
 def test_staging_moves_a_finished_folder_into_place(tmp_path):
@@ -41,7 +41,7 @@ def test_a_rerun_replaces_the_previous_artifact_whole(tmp_path):
 
 
 def test_a_killed_stage_leaves_its_partial_folder_and_the_next_run_resumes_from_its_checkpoints_only(tmp_path):
-    from edgepress.runs import CHECKPOINTS, drop_checkpoints, remove_leftovers
+    from edgepress.running.runs import CHECKPOINTS, drop_checkpoints, remove_leftovers
 
     run = RunFolder(tmp_path / "run")
     final = run.stage_dir(1, "finetune")
@@ -120,7 +120,7 @@ def test_fingerprint_sees_a_change_of_edgepress_source_code(tmp_path):
     import shutil
 
     import edgepress
-    from edgepress.runs import code_hash
+    from edgepress.running.runs import code_hash
 
     package = Path(edgepress.__file__).parent
     copy = tmp_path / "edgepress"
@@ -137,8 +137,8 @@ def test_fingerprint_sees_a_change_of_edgepress_source_code(tmp_path):
 
 
 def test_distill_fingerprint_sees_whether_wordnet_is_installed(tmp_path):
-    from edgepress.compress.augment import environment_facts
-    from edgepress.sections import AugmentSection
+    from edgepress.compress.training.augment import environment_facts
+    from edgepress.recipe.sections import AugmentSection
 
     synonyms = AugmentSection(factor=2, synonym=0.1)
     absent = environment_facts(synonyms, tmp_path / "none")

@@ -81,7 +81,7 @@ def test_a_combination_the_recipe_refuses_is_a_recipe_error():
 def test_recipes_that_share_a_prefix_of_stages_share_its_folders(tmp_path, tiny_classifier, tiny_csv):
     """Placed by fingerprint, a stage that an earlier recipe already produced with the same config and
     inputs is reused, not re-run; what differs after it runs (how a search's trials stay cheap)."""
-    from edgepress.pipeline import run_recipe
+    from edgepress.running.pipeline import run_recipe
 
     base = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "search")
     store = tmp_path / "store"
@@ -157,8 +157,8 @@ def test_trial_latency_is_a_ratio_to_the_reference_recorded_with_the_study(tmp_p
 
 
 def run_raw(raw: dict):
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     return run_recipe(validate_recipe(raw))
 
@@ -167,7 +167,7 @@ def test_the_search_command_prints_the_front_writes_the_best_recipe_and_resumes(
     import yaml
     from typer.testing import CliRunner
 
-    from edgepress.cli import app
+    from edgepress.cli.app import app
 
     raw = trim_and_export(tmp_path, tiny_classifier, tiny_csv, "cli")
     reference = run_raw({**raw, "name": "reference"})[-1].folder / "model_optimized.onnx"
@@ -198,7 +198,7 @@ def test_the_documented_search_example_is_a_valid_space_for_the_default_recipe()
 
     import yaml
 
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
 
     root = Path(__file__).resolve().parent.parent
     block = re.search(r"```yaml\n(search:.*?)```", (root / "docs" / "search.md").read_text(), re.S).group(1)

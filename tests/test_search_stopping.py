@@ -12,16 +12,16 @@ import time
 import optuna
 import pytest
 import yaml
+from test_search import run_raw, trim_and_export
 from typer.testing import CliRunner
 
-from edgepress.cli import app
-from edgepress.compress import surgery
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
+from edgepress.cli.app import app
+from edgepress.compress.pruning import surgery
+from edgepress.recipe.loading import validate_recipe
+from edgepress.running.pipeline import run_recipe
 from edgepress.search.space import parse_space
 from edgepress.search.stopping import EarlyStop, architecture_key
 from edgepress.search.study import Plan, done_trials, open_storage, run_study
-from test_search import run_raw, trim_and_export
 
 runner = CliRunner()
 TEXTS = ["goal w1 w2 team", "vote w3 party w4 w5 w6", "chip code w7"] * 4
@@ -38,7 +38,7 @@ def prune_recipe(tmp_path, model, data, **prune):
 
 @pytest.mark.parametrize("prune", [{"heads": 0.5, "ffn": 0.25, "drop_layers": [1]}, {"heads": 0.5, "ffn": 0.5, "head_scope": "global"}])
 def test_the_probe_has_the_shape_the_prune_stage_produces(tmp_path, tiny_classifier, tiny_csv, prune):
-    from edgepress.data import load_data
+    from edgepress.data.load import load_data
     from edgepress.models import load_artifact
     from edgepress.search.probe import prune_like
 
@@ -60,7 +60,7 @@ def test_the_probe_has_the_shape_the_prune_stage_produces(tmp_path, tiny_classif
 
 
 def test_a_distilled_probe_has_the_students_depth_and_a_budget_is_not_probed(tmp_path, tiny_classifier, tiny_csv):
-    from edgepress.data import load_data
+    from edgepress.data.load import load_data
     from edgepress.export.runtime import load_onnx, op_counts
     from edgepress.search.probe import probe_file
 
@@ -114,7 +114,7 @@ def test_accuracy_below_the_floor_stops_the_trial_after_that_stage(tmp_path, tin
 
 
 def test_a_drop_from_the_reference_becomes_an_accuracy_floor():
-    from edgepress.sections_search import SearchSection
+    from edgepress.recipe.search import SearchSection
 
     section = SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy", "size_mb"], max_accuracy_drop=1.0, reference="r.onnx", min_accuracy=0.5)
     assert section.limits(0.9) == (("min_accuracy", pytest.approx(0.89)),)

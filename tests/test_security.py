@@ -4,8 +4,8 @@ no code path unpickles without ``weights_only``."""
 import re
 from pathlib import Path
 
-from edgepress.pipeline import run_recipe
-from edgepress.recipe import validate_recipe
+from edgepress.recipe.loading import validate_recipe
+from edgepress.running.pipeline import run_recipe
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "edgepress"
 TOKEN = "hf_SecretTokenThatMustNeverBeWritten42"

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_schema_valid, require_system_tool
 from typer.testing import CliRunner
 
-from conftest import assert_schema_valid, require_system_tool
-
-from edgepress.cli import app
+from edgepress.cli.app import app
 
 runner = CliRunner()
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -65,8 +64,8 @@ def ssh_config(tmp_path_factory):
 
 
 def test_onnx_models_are_timed_on_the_device_over_ssh(ssh_config, tmp_path, tiny_classifier, tiny_csv):
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     (export,) = run_recipe(validate_recipe({
         "name": "dev", "output_dir": str(tmp_path / "runs"), "stages": ["export"],

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_schema_valid
 
 TRAINING = {"learning_rate": 3e-3, "epochs": 6, "batch_size": 16, "max_seq_length": 24, "logging_steps": 50}
@@ -17,8 +16,8 @@ TRAINING = {"learning_rate": 3e-3, "epochs": 6, "batch_size": 16, "max_seq_lengt
 
 @pytest.fixture(scope="module")
 def tagged_run(tmp_path_factory, tiny_ner_bert, tiny_conll) -> dict[str, Path]:
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     root = tmp_path_factory.mktemp("token-run")
     recipe = validate_recipe({
@@ -110,8 +109,8 @@ def test_bench_times_every_artifact_and_reports_entity_f1(tagged_run):
 
 
 def test_the_torch_exporter_gives_a_sequence_axis_to_the_logits(tagged_run, tiny_conll, tmp_path):
-    from edgepress.pipeline import run_recipe
-    from edgepress.recipe import validate_recipe
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
 
     recipe = validate_recipe({
         "name": "torch-export", "output_dir": str(tmp_path), "task": "token-classification", "stages": ["export"],

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import tagged_sentences, write_conll
-from edgepress.compress import losses
-from edgepress.data import load_data
+
+from edgepress.compress.training import losses
+from edgepress.data.load import load_data
 from edgepress.errors import DataError, RecipeError
-from edgepress.recipe import validate_recipe
-from edgepress.sections import DataSection
-from edgepress.tokens import IGNORE, align, encode_labelled, entity_metrics, first_piece_logits, score_words, stack, word_predictions
+from edgepress.recipe.loading import validate_recipe
+from edgepress.recipe.sections import DataSection
+from edgepress.tasks.tagging import IGNORE, align, encode_labelled, entity_metrics, first_piece_logits, score_words, stack, word_predictions
 
 TOKENS = "token-classification"
 

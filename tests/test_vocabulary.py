@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
-from edgepress.cli import app
-from edgepress.compress import vocabulary
-from edgepress.errors import RecipeError, StageError
-from edgepress.pipeline import run_recipe
 from conftest import SPECIAL
 from test_prune import prune_recipe
+from typer.testing import CliRunner
+
+from edgepress.cli.app import app
+from edgepress.compress.pruning import vocabulary
+from edgepress.errors import RecipeError, StageError
+from edgepress.running.pipeline import run_recipe
 
 WORDS = ["play", "##ing", "##ed", "##er", "game", "goal", "team", "foot", "##ball", "football", "vote", "party", "un", "##seen"]
 TRAIN = ["playing football", "the team played a game", "goal!", "Players vote"]

@@ -1,3 +1,3 @@
-from edgepress.cli import main
+from edgepress.cli.app import main
 
 main()

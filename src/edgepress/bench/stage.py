@@ -11,9 +11,9 @@ from edgepress.bench.measure import case_names, measure_all, thread_counts
 from edgepress.bench.report import bench_document, write_reports
 
 if TYPE_CHECKING:
-    from edgepress.data import SplitData
-    from edgepress.pipeline import StageContext
-    from edgepress.sections_deploy import BenchSection
+    from edgepress.data.load import SplitData
+    from edgepress.recipe.deploy import BenchSection
+    from edgepress.running.pipeline import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
 
         return evaluate(artifact.path, data)
     if artifact.kind == "inc":
-        from edgepress.compress.quant_inc import evaluate_folder
+        from edgepress.compress.quantization.inc import evaluate_folder
 
         return evaluate_folder(artifact.path, data, max_length, ("test",))["test"]
     tokenizer = AutoTokenizer.from_pretrained(artifact.folder)

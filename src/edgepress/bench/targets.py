@@ -33,7 +33,7 @@ from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
 from edgepress.bench.measure import artifact_row, encoded_cases, thread_counts
 from edgepress.errors import StageError, TargetError
-from edgepress.sections_deploy import BenchSection
+from edgepress.recipe.deploy import BenchSection
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Training-time compression stages: finetune (and, later, distill and prune) plus post-training quantization."""
+"""Compression: training-time (training/: fine-tune, distill), structural (pruning/) and post-training quantization (quantization/)."""

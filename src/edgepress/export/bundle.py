@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import onnxruntime as ort
     from transformers import PreTrainedTokenizerBase
 
-    from edgepress.data import SplitData
+    from edgepress.data.load import SplitData
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def write_for_stage(model: Path, tokenizer, data: "SplitData", max_length: int, 
 
 def evaluate(path: Path, data: "SplitData", split: str = "test") -> dict[str, float]:
     """Accuracy and macro-F1 of a bundle on a split, one raw text per call."""
-    from edgepress.metrics import classification_metrics
+    from edgepress.tasks.text import classification_metrics
 
     session, rows = open_bundle(path), data.split(split)
     predicted = [int(session.run(["label_id"], {"text": np.array([text])})[0][0]) for text in rows["text"]]

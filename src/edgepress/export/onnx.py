@@ -25,8 +25,8 @@ from edgepress.models import load_trained
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from edgepress.pipeline import StageContext
-    from edgepress.sections_deploy import ExportSection
+    from edgepress.recipe.deploy import ExportSection
+    from edgepress.running.pipeline import StageContext
 
 log = logging.getLogger(__name__)
 

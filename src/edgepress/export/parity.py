@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgepress.data.features import encode
 from edgepress.errors import StageError
-from edgepress.features import encode
 from edgepress.export.runtime import feeds
 
 if TYPE_CHECKING:

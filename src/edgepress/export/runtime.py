@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from edgepress.data.features import encode, text_slice
 from edgepress.errors import ModelError
-from edgepress.features import encode, text_slice
 from edgepress.metrics import evaluate_splits, per_row
-from edgepress.tokens import is_words, stack
+from edgepress.tasks.tagging import is_words, stack
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
     from transformers import PreTrainedTokenizerBase
 
-    from edgepress.data import SplitData
+    from edgepress.data.load import SplitData
 
 
 def load_onnx(path: str | Path) -> "onnx.ModelProto":

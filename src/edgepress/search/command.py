@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from edgepress.errors import RecipeError
-from edgepress.recipe import apply_override, read_yaml, validate_recipe
-from edgepress.search.space import grid, parse_space, trial_recipe
+from edgepress.recipe.loading import apply_override, read_yaml, validate_recipe
 from edgepress.search import report
+from edgepress.search.space import grid, parse_space, trial_recipe
 from edgepress.search.stopping import EarlyStop
 from edgepress.search.study import Plan, feasible_front, open_storage, run_study
 
 if TYPE_CHECKING:
     import optuna
 
-    from edgepress.sections_search import SearchSection
+    from edgepress.recipe.search import SearchSection
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _early_stop(settings: "SearchSection", plan: Plan, timer) -> EarlyStop | Non
 
 def _validation_data(recipe):
     """The recipe's data, loaded once for the reference's accuracy and the timer (validation only)."""
-    from edgepress.data import load_data
+    from edgepress.data.load import load_data
 
     return load_data(recipe.data, recipe.task)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from edgepress.bench import runner
+from edgepress.data.features import encode
 from edgepress.errors import EdgepressError
-from edgepress.features import encode
 
 
 class ReferenceTimer:

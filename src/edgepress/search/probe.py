@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from edgepress.compress import surgery
-from edgepress.compress.prune_plan import Baseline, plan_fractions
-from edgepress.compress.importance import Scores
-from edgepress.recipe import Recipe
+from edgepress.compress.pruning import surgery
+from edgepress.compress.pruning.importance import Scores
+from edgepress.compress.pruning.plan import Baseline, plan_fractions
+from edgepress.recipe.loading import Recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from edgepress.data import SplitData
+    from edgepress.data.load import SplitData
 
 log = logging.getLogger(__name__)
 
 
 def probe_file(recipe: Recipe, data: "SplitData", work: Path) -> Path | None:
     """The trial's deployable ONNX file, untrained, written under ``work``; None when its shape is unknown."""
-    from edgepress.compress.students import build_student
+    from edgepress.compress.training.students import build_student
     from edgepress.models import load_classifier
 
     if "prune" in recipe.stages and recipe.prune.budget is not None:
@@ -68,8 +68,8 @@ def prune_like(model: "PreTrainedModel", recipe: Recipe) -> None:
 
 def _export_like(model: "PreTrainedModel", tokenizer, recipe: Recipe, data: "SplitData", work: Path) -> Path:
     """What export (and quantize, when the recipe has it) would deploy."""
-    from edgepress.compress.quant_configs import first_config, resolve_target
-    from edgepress.compress.quant_search import Calibration, quantize
+    from edgepress.compress.quantization.configs import first_config, resolve_target
+    from edgepress.compress.quantization.search import Calibration, quantize
     from edgepress.export.onnx import export_model
     from edgepress.export.variants import optimize_graph
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepress.runs import read_manifest
+from edgepress.running.runs import read_manifest
 
 if TYPE_CHECKING:
     import optuna

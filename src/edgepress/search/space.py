@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from pydantic import BaseModel, Field, model_validator
 
 from edgepress.errors import RecipeError
-from edgepress.recipe import Recipe, set_path, validate_recipe
-from edgepress.sections import Section
+from edgepress.recipe.loading import Recipe, set_path, validate_recipe
+from edgepress.recipe.sections import Section
 
 if TYPE_CHECKING:
     import optuna

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgepress.recipe import Recipe
+from edgepress.recipe.loading import Recipe
 
 if TYPE_CHECKING:
     import optuna
 
-    from edgepress.pipeline import StageOutcome
+    from edgepress.running.pipeline import StageOutcome
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class EarlyStop:
         return check
 
     def _probe(self, recipe: Recipe) -> float | None:
-        from edgepress.data import load_data
+        from edgepress.data.load import load_data
         from edgepress.search.probe import probe_file
 
         with tempfile.TemporaryDirectory(prefix="edgepress-probe-") as work:

@@ -22,7 +22,7 @@ from edgepress.search.stopping import EarlyStop
 if TYPE_CHECKING:
     import optuna
 
-    from edgepress.pipeline import StageOutcome
+    from edgepress.running.pipeline import StageOutcome
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run_study(
     """Create or resume the study named after the recipe and run the trials it still lacks."""
     import optuna
 
-    from edgepress.pipeline import run_recipe
+    from edgepress.running.pipeline import run_recipe
 
     store = Path(base.get("output_dir", "runs")) / base.get("name", "search") / "stages"
     directions = [DIRECTIONS[o] for o in plan.objectives]

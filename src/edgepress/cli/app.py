@@ -1,0 +1,125 @@
+"""The ``edgepress`` command. Thin: each command builds a recipe and calls the library.
+
+Heavy imports (torch, transformers, onnxruntime) happen inside commands so that ``--help``
+answers at once. Errors print one line and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgepress import __version__
+from edgepress.cli.bench import bench, gate, targets_setup
+from edgepress.cli.common import STATE, ForceOption, SetOption, execute, reported
+from edgepress.cli.search import app as search_app
+from edgepress.cli.stages import distill, export, finetune, prune, quantize
+
+app = typer.Typer(
+    help="Compress Transformer text classifiers: fine-tune, distill, prune, quantize, export to ONNX, benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+recipe_app = typer.Typer(help="Write and check recipes.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+targets_app = typer.Typer(help="Set up benchmark targets.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+targets_app.command("setup")(targets_setup)
+app.command()(finetune)
+app.command()(distill)
+app.command()(prune)
+app.command()(export)
+app.command()(quantize)
+app.command()(bench)
+app.command()(gate)
+app.add_typer(search_app, name="search")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgepress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    STATE["debug"] = debug
+    _setup_logging(debug)
+
+
+def _setup_logging(debug: bool) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    from edgepress import distributed
+
+    # under torchrun / accelerate launch every process would print the same lines: the main one speaks
+    quiet = not distributed.is_main() and not debug
+    logging.getLogger("edgepress").setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    if not debug:
+        for name, level in NOISY_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+
+
+# Libraries that log routine steps as warnings: torchao (which the Trainer imports when installed, and
+# neural-compressor-pt installs it) about CUDA kernels a CPU machine lacks and pytree registrations;
+# torch.export's note that INC's file name does not end in .pt2. (INC's own logger sets its level when
+# imported, later: quantization.inc.quiet handles it.)
+NOISY_LOGGERS = {"torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "torch.export.pt2_archive._package": logging.ERROR}
+
+
+@app.command()
+@reported
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file (`edgepress recipe show` prints one)."),
+    overrides: Optional[list[str]] = SetOption,
+    name: Optional[str] = typer.Option(None, help="Run name (folder under the output directory)."),
+    output_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: runs)."),
+    force: bool = ForceOption,
+) -> None:
+    """Run the recipe's stages; stages that are up to date are skipped."""
+    from edgepress.recipe.loading import load_recipe
+
+    updates = {k: v for k, v in {"name": name, "output_dir": output_dir}.items() if v is not None}
+    execute(load_recipe(recipe, overrides, updates), force)
+
+
+@recipe_app.command("show")
+@reported
+def recipe_show(
+    plain: bool = typer.Option(False, "--plain", help="Without the comments that describe each key."),
+    recipe: Optional[Path] = typer.Argument(None, help="Resolve this recipe instead of the defaults."),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Print a recipe as YAML (the defaults, with a comment per key): a starting point to edit."""
+    from edgepress.recipe.loading import load_recipe, recipe_to_yaml
+
+    typer.echo(recipe_to_yaml(load_recipe(recipe, overrides), comments=not plain), nl=False)
+
+
+@recipe_app.command("check")
+@reported
+def recipe_check(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
+    """Validate a recipe without running it."""
+    from edgepress.recipe.loading import load_recipe
+
+    resolved = load_recipe(recipe)
+    typer.echo(f"{recipe}: valid; stages: {' -> '.join(resolved.stages)}")
+
+
+def main() -> None:
+    app(prog_name="edgepress")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

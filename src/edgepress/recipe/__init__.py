@@ -1,0 +1,1 @@
+"""The recipe: pydantic sections, the stage list, loading, overrides and validation messages."""

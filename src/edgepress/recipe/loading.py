@@ -1,0 +1,208 @@
+"""The recipe: one YAML file, parsed into pydantic models, one section per stage.
+
+Every field has a default and a description; unknown keys are errors that name their path, so a
+typo never silently falls back to a default. Command-line overrides (``--set a.b=value``) are
+applied to the raw mapping *before* validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from edgepress.errors import RecipeError
+from edgepress.recipe.deploy import BenchSection, ExportSection, QuantizeSection
+from edgepress.recipe.search import SearchSection
+from edgepress.recipe.sections import DataSection, DistillSection, FinetuneSection, ModelSection, PruneSection, Section
+from edgepress.recipe.stages import STAGES, check_stage_order
+
+
+class Recipe(Section):
+    name: str = Field("bbc-news", description="Run name: artifacts go to <output_dir>/<name>/.")
+    output_dir: str = Field("runs", description="Folder that holds the run folders.")
+    seed: int = Field(42, description="Seed for model initialization and training order.")
+    task: Literal["text-classification", "token-classification"] = Field(
+        "text-classification", description="One label per text, or one tag per word (named entities, sequence labelling)."
+    )
+    stages: list[str] = Field(["finetune"], description=f"Stages to run, in order. Known: {', '.join(STAGES)}.")
+    model: ModelSection = Field(default_factory=ModelSection, description="The model to start from.")
+    data: DataSection = Field(default_factory=DataSection, description="The dataset and its splits.")
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Teacher fine-tuning.")
+    distill: DistillSection = Field(default_factory=DistillSection, description="Distillation into a student.")
+    prune: PruneSection = Field(default_factory=PruneSection, description="Structured pruning with recovery.")
+    export: ExportSection = Field(default_factory=ExportSection, description="ONNX export and its checks.")
+    quantize: QuantizeSection = Field(default_factory=QuantizeSection, description="int8 quantization of the ONNX model.")
+    bench: BenchSection = Field(default_factory=BenchSection, description="Benchmark of every artifact of the run.")
+    search: SearchSection = Field(default_factory=SearchSection, description="edgepress search: the values to vary and the goals.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it becomes a folder name)")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_known_and_ordered(cls, value: list[str]) -> list[str]:
+        check_stage_order(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_task_defaults(cls, raw: Any) -> Any:
+        """Token classification picks the best epoch by entity F1 unless the recipe says otherwise."""
+        if not isinstance(raw, dict) or raw.get("task") != "token-classification":
+            return raw
+        raw = dict(raw)
+        for name in TRAINING_SECTIONS:
+            section = raw.get(name, {})
+            if isinstance(section, dict) and "metric_for_best_model" not in section:
+                raw[name] = {**section, "metric_for_best_model": "f1"}
+        return raw
+
+    @model_validator(mode="after")
+    def _options_fit_the_task(self) -> "Recipe":
+        for problem in task_problems(self):
+            raise ValueError(problem)
+        return self
+
+
+TRAINING_SECTIONS = ("finetune", "distill", "prune")
+TOKEN_ONLY_METRICS = ("f1", "precision", "recall")
+
+
+def task_problems(recipe: Recipe) -> list[str]:
+    """Options that the recipe's task cannot honour, each with its fix."""
+    problems = []
+    tokens = recipe.task == "token-classification"
+    for name in TRAINING_SECTIONS:
+        metric = getattr(recipe, name).metric_for_best_model
+        if tokens and metric == "f1_macro":
+            problems.append(f"{name}.metric_for_best_model: f1_macro is for text classification; use f1 (entity F1), precision, recall or accuracy")
+        if not tokens and metric in TOKEN_ONLY_METRICS:
+            problems.append(f"{name}.metric_for_best_model: {metric} is an entity metric of token classification; use accuracy or f1_macro")
+    if tokens and recipe.distill.augment.factor:
+        problems.append("distill.augment rewrites texts and would lose the word tags; set distill.augment.factor: 0 for token classification")
+    for name in ("export", "quantize"):
+        if tokens and getattr(recipe, name).with_tokenizer:
+            problems.append(f"{name}.with_tokenizer builds a text-in, label-out model; set it to false for token classification")
+    return problems
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_recipe(
+    path: str | Path | None, overrides: list[str] | None = None, updates: dict[str, Any] | None = None
+) -> Recipe:
+    """Read a recipe file (or start from the defaults when ``path`` is None), then apply
+    ``--set KEY=VALUE`` overrides and typed ``updates`` from command-line flags, in that order."""
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        raw = read_yaml(Path(path))
+    for item in overrides or []:
+        apply_override(raw, item)
+    for key, value in (updates or {}).items():
+        set_path(raw, key, value)
+    return validate_recipe(raw, where)
+
+
+def validate_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(f"{where}: {format_validation_error(exc)}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe file as a raw mapping (before validation); a clear error for a missing or malformed file."""
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist; `edgepress recipe show > {path.name}` writes a starting point")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"recipe {path} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of sections (model:, data:, ...), not {type(raw).__name__}")
+    return raw
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What PyYAML found and where (1-based line and column), e.g. "line 2, column 18: expected ',' or ']'"."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b.c=value`` to a nested mapping; the value is parsed as YAML (so 3, true, [a, b] work)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"override {item!r} is not KEY=VALUE; write e.g. --set finetune.epochs=1")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    set_path(raw, key.strip(), value)
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for ``dotted = "a.b"``, creating sections on the way."""
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"cannot set {dotted}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """Turn pydantic's report into one line per problem: path, value, and what is allowed."""
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{path}: unknown key (check the spelling; `edgepress recipe show` lists every key)")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        # a check across fields reports the whole section as its input: its message says enough
+        problems.append(f"{path}: {message}" if isinstance(value, dict) else f"{path}: {message} (got {value!r})")
+    return "; ".join(problems)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def recipe_to_yaml(recipe: Recipe, comments: bool = False) -> str:
+    """The recipe as YAML; with ``comments`` every key is preceded by its description."""
+    if not comments:
+        return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    return "".join(_commented(recipe, indent=0))
+
+
+def _commented(section: BaseModel, indent: int) -> list[str]:
+    lines: list[str] = []
+    pad = " " * indent
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if field.description:
+            lines.append(f"{pad}# {field.description}\n")
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:\n")
+            lines.extend(_commented(value, indent + 2))
+        else:
+            dumped = yaml.safe_dump({name: value}, default_flow_style=True, width=1000).strip()
+            lines.append(f"{pad}{dumped.removeprefix('{').removesuffix('}')}\n")
+    return lines
