@@ -119,6 +119,46 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
                                       str(w.model_copy("onnx-only", lambda f: (f / "model.safetensors").unlink())), "--data", str(w.data),
                                       "--output-dir", str(w.root / "runs"), "--name", "inc-no-torch"]),  # fmt: skip
         **_token_cases(w, run),
+        **_first_use_cases(w, run),
+    }
+
+
+def _first_use_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
+    """Issue 27: inputs a new user gave that were accepted, or refused with a misleading message."""
+    fine = w.finetune
+    check = lambda name, search: Case(["recipe", "check", w.recipe(name, {**fine(name), "stages": ["finetune", "prune"], "search": search})])  # noqa: E731
+    space = lambda domain: {"space": {"prune.heads": domain}, "objectives": ["accuracy"]}  # noqa: E731
+    txt = w.root / "conll-txt"
+    txt.mkdir(exist_ok=True)
+    for name in ("train.txt", "test.txt"):
+        (txt / name).write_text("alice\tB-PER\nmet\tO\n\n" * 20)
+    floats = [{"text": row["text"], "label": f"{0.5 + i * 0.25:.2f}"} for i, row in enumerate(synthetic_rows(90)) if i != 1] + [{"text": "w", "label": "0.50"}]
+    bench = lambda *more: Case(["bench", "--model", f"m={w.model}", "--data", str(w.data), "--output", str(w.root / "bench-first"), *more])  # noqa: E731
+    return {
+        "bench-duplicate-name": lambda: bench("--model", f"m={w.model}"),
+        "bench-stage-folder": lambda: Case(["bench", "--run", str(w.model), "--data", str(w.data)]),
+        "bench-output-is-file": lambda: Case(["bench", "--model", f"m={w.model}", "--data", str(w.data), "--output",
+                                              str(w.file("bench-file", "x") / "out"), "--threads", "1", "--rounds", "1", "--examples", "4"]),  # fmt: skip
+        "data-folder-format": lambda: run(w.recipe("f1", {**fine("f1", data=txt), "task": "token-classification"})),
+        "data-float-labels": lambda: run(w.recipe("f2", fine("f2", data=write_rows(w.root / "floats.csv", floats)))),
+        "data-duplicate-column": lambda: run(w.recipe("f3", fine("f3", data=w.file("dup.csv", "text,label,text\n" + "a b,x,c\nd e,y,f\n" * 20)))),
+        "student-larger": lambda: Case(["distill", "--teacher", str(w.model), "--num-layers", "3", "--data", str(w.data),
+                                        "--output-dir", str(w.root / "runs"), "--name", "student-larger"]),  # fmt: skip
+        "recipe-duplicate-key": lambda: run(w.recipe("f4", "finetune:\n  epochs: 1\nstages: [finetune]\nfinetune:\n  epochs: 3\n")),
+        "recipe-folder": lambda: Case(["recipe", "check", str(txt)]),
+        "name-empty": lambda: Case(["finetune", "--name", "", "--data", str(w.data), "--output-dir", str(w.root / "runs")]),
+        "name-from-flag": lambda: run(w.recipe("f5", "stages: [finetune]\n"), "--name", "my run"),
+        "threads-zero": lambda: bench("--threads", "0"),
+        "list-override": lambda: run(w.recipe("f6", fine("f6")), "--set", "bench.batch_sizes=4"),
+        "budget-value": lambda: run(w.recipe("f7", {**fine("f7"), "prune": {"budget": 0.4}})),
+        "search-value": lambda: check("s1", space([0.5, 1.5])),
+        "search-name": lambda: check("s2", {"space": {"name": ["a", "b"]}, "objectives": ["accuracy"]}),
+        "search-empty": lambda: check("s3", space([])),
+        "search-low-high": lambda: check("s4", space({"low": 0.75, "high": 0.25})),
+        "search-log-zero": lambda: check("s5", {"space": {"finetune.learning_rate": {"low": 0, "high": 0.1, "log": True}}, "objectives": ["accuracy"]}),
+        "search-reference": lambda: check("s6", {**space([0.5]), "reference": "nope.onnx"}),
+        "gate-negative": lambda: Case(["gate", "--baseline", "a.json", "--current", "b.json", "--max-accuracy-drop", "-1"]),
+        "gate-bare-number": lambda: Case(["gate", "--baseline", "a.json", "--current", "b.json", "--max-latency-regression", "10"]),
     }
 
 

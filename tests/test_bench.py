@@ -128,7 +128,7 @@ def _gate(tmp_path: Path, baseline: dict, current: dict, *extra: str):
     (tmp_path / "base.json").write_text(json.dumps(baseline))
     (tmp_path / "cur.json").write_text(json.dumps(current))
     args = ["gate", "--baseline", str(tmp_path / "base.json"), "--current", str(tmp_path / "cur.json"), *extra]
-    return runner.invoke(app, args)
+    return runner.invoke(app, args, env={"COLUMNS": "250"})  # one table row a line
 
 
 def _limits(**kwargs) -> Limits:
@@ -341,3 +341,67 @@ def test_stage_folders_of_an_earlier_recipe_are_not_measured(tmp_path):
     assert [a.name for a in run_artifacts(tmp_path)] == ["01-export/model.onnx", "02-quantize/model_int8_dynamic.onnx"]
     (tmp_path / "recipe.yaml").write_text("stages: [export]\n")  # the last recipe had no quantize stage
     assert [a.name for a in run_artifacts(tmp_path)] == ["01-export/model.onnx"]
+
+
+# --------------------------------------------------------------------------- issue 27: what a new user tripped over
+
+
+def test_a_gate_that_compared_no_artifact_fails_even_with_allow_missing(benched, tmp_path):
+    baseline = _steady(benched[0])
+    current = copy.deepcopy(baseline)
+    current["artifacts"] = [{**current["artifacts"][1], "name": "m"}]  # a bench of one model named m
+    result = _gate(tmp_path, baseline, current, "--allow-missing")
+    assert result.exit_code == 1, result.output
+    assert "no artifact of the baseline (01-finetune torch, 02-export/model.onnx, 02-export/model_optimized.onnx)" in result.output
+    assert "gate passed" not in result.output
+
+
+def test_gate_limits_must_be_non_negative_and_a_bare_number_above_one_is_refused(benched, tmp_path):
+    document = _steady(benched[0])
+    negative = _gate(tmp_path, document, document, "--max-accuracy-drop", "-1")
+    assert negative.exit_code == 2 and "--max-accuracy-drop -1 must be 0 or more points" in negative.output
+    bare = _gate(tmp_path, document, document, "--max-latency-regression", "10")
+    assert bare.exit_code == 2 and "--max-latency-regression 10 would mean 1000%; write 10% (or 0.1 as a fraction)" in bare.output
+    for fine in ("10%", "0.1", "1"):
+        assert _gate(tmp_path, document, document, "--max-latency-regression", fine).exit_code == 0
+
+
+def test_gate_table_has_units_and_never_prints_minus_zero(benched, tmp_path):
+    baseline = _steady(benched[0])
+    current = copy.deepcopy(baseline)
+    current["artifacts"][1]["test"]["accuracy"] -= 1e-9  # the same accuracy, give or take a rounding error
+    result = _gate(tmp_path, baseline, current)
+    assert result.exit_code == 0, result.output
+    assert "-0.00 pt" not in result.output and "+0.00 pt" in result.output
+    latency_row = next(line for line in result.output.splitlines() if "latency 1T batch 1" in line and "model.onnx" in line)
+    assert latency_row.count(" ms") >= 2  # baseline and current p50 carry their unit
+    across = copy.deepcopy(current)
+    across["environment"]["cpu"] = "another CPU"  # compared relative to a reference: a ratio, not ms
+    ratio = _gate(tmp_path, baseline, across)
+    assert ratio.exit_code == 0 and "x ref" in ratio.output and " ms" not in ratio.output
+
+
+def test_gate_junit_goes_into_a_folder_it_makes_and_the_result_is_printed(benched, tmp_path):
+    document = _steady(benched[0])
+    report = tmp_path / "reports" / "ci" / "gate.xml"
+    result = _gate(tmp_path, document, document, "--junit", str(report))
+    assert result.exit_code == 0 and "gate passed" in result.output
+    assert report.read_text().startswith('<testsuite name="edgepress gate"')
+    (tmp_path / "a-file").write_text("x")
+    unwritable = _gate(tmp_path, document, document, "--junit", str(tmp_path / "a-file" / "gate.xml"))
+    assert unwritable.exit_code == 1 and "edgepress gate" in unwritable.output  # the table came first
+    assert "check that the path is a folder you can write (--junit)" in unwritable.output and "--output-dir" not in unwritable.output
+
+
+def test_bench_says_every_file_it_wrote_and_counts_in_words(benched):
+    from edgepress.cli.bench import _count
+
+    last = benched[2].strip().splitlines()[-1]
+    assert last.startswith("wrote ") and all(name in last for name in ("bench.json", "report.md", "report.html", "pareto.png"))
+    assert last.endswith("(3 artifacts)") and _count(1, "artifact") == "1 artifact"
+
+
+def test_bench_run_of_a_stage_folder_names_the_run_folder(tiny_classifier):
+    result = runner.invoke(app, ["bench", "--run", str(tiny_classifier)])
+    assert result.exit_code == 2
+    assert f"is the folder of one finetune stage, not a run folder; pass the run folder ({tiny_classifier.parent})" in result.output

@@ -203,3 +203,29 @@ def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="could not load dataset 'no-such-org/no-such-dataset'"):
         load_data(section(source="no-such-org/no-such-dataset"))
+
+
+# --------------------------------------------------------------------------- issue 27: what a new user tripped over
+
+
+def test_numbers_as_labels_look_like_a_regression_target_and_are_refused(tmp_path):
+    """A column of scores (0.5, 1.5, 2.25, ...) once became 89 classes from 90 rows and trained to chance."""
+    rows = [{"text": row["text"], "label": f"{0.5 + (i * 7 % 89) * 0.25:.2f}"} for i, row in enumerate(synthetic_rows(90))]
+    path = write_rows(tmp_path / "scores.csv", rows)
+    with pytest.raises(DataError, match=r"89 different labels in 90 training examples .*looks like a regression target"):
+        load_data(section(source=str(path)))
+
+
+def test_held_out_splits_whose_labels_training_never_has_are_refused(tmp_path):
+    rows = [{**row, "label": f"class {i % 40}"} for i, row in enumerate(synthetic_rows(200))]  # 40 classes of 5
+    path = write_rows(tmp_path / "d.csv", rows)
+    assert len(load_data(section(source=str(path))).labels) == 40  # fine as it is
+    with pytest.raises(DataError, match=r"validation/test examples have a label no training example has; this looks like a regression"):
+        load_data(section(source=str(path), max_train_samples=10))  # ten training rows cannot hold 40 classes
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("text,label,text\n" + "".join(f"a{i},x,b{i}\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"dup.csv: the header names the column 'text' twice \(columns 1 and 3\)"):
+        load_data(section(source=str(path)))

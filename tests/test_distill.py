@@ -257,3 +257,17 @@ def test_gradient_accumulation_averages_rather_than_sums_the_loss(tiny_bert, tin
         _, outcome = run_recipe(recipe)
         losses_by_setting.append(outcome.manifest["metrics"]["train"]["loss"])
     assert 0.75 < losses_by_setting[1] / losses_by_setting[0] < 1.33, losses_by_setting
+
+
+def test_a_student_not_smaller_than_its_teacher_is_refused_unless_asked(teacher):
+    """--num-layers 7 with a 6-layer teacher once built a 7-layer 'student' from layers [0, 0, 1, 2, 3, 4, 5]."""
+    model, tokenizer = teacher  # 4 layers, hidden 32
+    with pytest.raises(RecipeError, match="num_layers is 5 but the teacher has 4 layers; a student is smaller than its teacher"):
+        build_student(model, tokenizer, StudentSection(num_layers=5), ModelSection())
+    with pytest.raises(RecipeError, match=r"the student \([\d,]+ parameters\) is not smaller than its teacher"):
+        build_student(model, tokenizer, StudentSection(num_layers=4), ModelSection())
+    with pytest.raises(RecipeError, match="is not smaller than its teacher"):
+        build_student(model, tokenizer, StudentSection(num_layers=3, hidden_size=128, intermediate_size=512), ModelSection())
+    larger = build_student(model, tokenizer, StudentSection(num_layers=5, allow_larger=True), ModelSection())
+    assert larger.model.config.num_hidden_layers == 5
+    assert build_student(model, tokenizer, StudentSection(num_layers=3), ModelSection()).model.num_parameters() < model.num_parameters()

@@ -62,6 +62,8 @@ def test_bad_recipe_values_name_path_value_and_what_is_allowed(tmp_path, text, e
     [
         ("model: [unclosed\n", "is not valid YAML"),
         ("- a\n- b\n", "must be a mapping of sections"),
+        ("finetune:\n  epochs: 1\nstages: [finetune]\nfinetune:\n  epochs: 3\n", r"line 4, column 1: 'finetune' is given twice \(first on line 1\)"),
+        ("finetune:\n  epochs: 1\n  epochs: 2\n", r"line 3, column 3: 'epochs' is given twice \(first on line 2\)"),
     ],
 )
 def test_unreadable_recipes_fail_with_one_clear_error(tmp_path, text, expected):
@@ -104,3 +106,40 @@ def test_shown_recipe_parses_back_to_the_defaults(tmp_path):
 def test_shipped_recipes_are_valid():
     for path in (Path(__file__).parent.parent / "recipes").glob("*.yaml"):
         load_recipe(path)
+
+
+# --------------------------------------------------------------------------- issue 27: messages that named the wrong source
+
+
+def test_a_problem_given_on_the_command_line_is_blamed_on_the_command_line(tmp_path):
+    path = write(tmp_path, "finetune:\n  epochs: 3\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, None, {"name": "my run"})
+    assert str(info.value).startswith("command line: name: use letters, digits") and str(path) not in str(info.value)
+    with pytest.raises(RecipeError, match=r"^command line: bench: threads must list positive thread counts"):
+        load_recipe(None, None, {"bench.threads": [0]})
+    mixed = write(tmp_path, "finetune:\n  epochs: -1\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(mixed, ["seed=x"])
+    assert f"{mixed}: finetune.epochs: Input should be greater than 0" in str(info.value)
+    assert "command line: seed: Input should be a valid integer" in str(info.value)
+
+
+def test_a_value_where_a_list_or_a_section_belongs_says_how_to_write_it(tmp_path):
+    with pytest.raises(RecipeError, match=r"bench.batch_sizes: Input should be a valid list \(got 4\); write --set bench.batch_sizes=\[4\]"):
+        load_recipe(None, ["bench.batch_sizes=4"])
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, "prune:\n  budget: 0.4\n"))
+    assert "prune.budget: this is a section, not a value: give a mapping with metric, keep (got 0.4)" in str(info.value)
+    assert "PruneBudgetSection" not in str(info.value)
+
+
+def test_recipe_show_documents_the_keys_of_a_section_that_is_off():
+    shown = recipe_to_yaml(load_recipe(None), comments=True)
+    budget = shown[shown.index("  budget: null"):]
+    assert "#     metric: params  # What the budget counts" in budget and "#     keep: (required)  # Fraction" in budget
+
+
+def test_a_folder_given_as_the_recipe_is_named_as_a_folder(tmp_path):
+    with pytest.raises(RecipeError, match="is a folder, not a recipe file"):
+        load_recipe(tmp_path)

@@ -15,7 +15,7 @@ from edgepress.data.load import load_data
 from edgepress.errors import DataError, RecipeError
 from edgepress.recipe.loading import validate_recipe
 from edgepress.recipe.sections import DataSection
-from edgepress.tasks.tagging import IGNORE, align, encode_labelled, entity_metrics, first_piece_logits, score_words, stack, word_predictions
+from edgepress.tasks.tagging import IGNORE, encode_labelled, entity_metrics, first_piece_logits, score_words, stack, word_predictions
 
 TOKENS = "token-classification"
 
@@ -117,6 +117,21 @@ def test_conll_folder_keeps_sentences_and_sorts_tags(tmp_path):
     assert (len(data.train), len(data.validation), len(data.test)) == (30, 6, 6)
     first = tagged_sentences(30, 0)[0]
     assert data.train[0]["text"] == first["tokens"] and [data.labels[i] for i in data.train[0]["label"]] == first["tags"]
+
+
+def test_a_folder_of_conll_files_named_txt_reads_with_data_format(tmp_path):
+    """Public NER corpora often ship train.txt/dev.txt/test.txt; they once went to the Hub loader as plain text."""
+    for name, count, seed in (("train", 30, 0), ("dev", 6, 1), ("test", 6, 2)):
+        write_conll(tmp_path / f"{name}.txt", tagged_sentences(count, seed))
+    data = load_data(DataSection(source=str(tmp_path), format="conll"), TOKENS)
+    assert (len(data.train), len(data.validation), len(data.test)) == (30, 6, 6)
+    assert data.labels == ["B-LOC", "B-PER", "I-PER", "O"]
+    with pytest.raises(DataError, match=r"cannot tell the format of .*train.txt from its extension; set data.format \(e.g. conll"):
+        load_data(DataSection(source=str(tmp_path)), TOKENS)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="has no train file to read as conll"):
+        load_data(DataSection(source=str(empty), format="conll"), TOKENS)
 
 
 def test_conll_by_format_setting_and_lenient_matching(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepress.compress.quantization.inc import is_inc_folder
-from edgepress.errors import ModelError
+from edgepress.errors import ModelError, RecipeError
 from edgepress.export.bundle import SUFFIX, bundle_name
 from edgepress.export.runtime import load_onnx
 from edgepress.running.runs import read_manifest
@@ -47,6 +47,12 @@ def run_artifacts(run: Path, include_torch: bool = True) -> list[Artifact]:
     """Every artifact of a run folder, in pipeline order, with the test metrics its stage recorded.
     Only the stage folders of the run's last recipe (its recipe.yaml) count: folders left by an
     earlier recipe with other stages are stale."""
+    stage = (read_manifest(run) or {}).get("stage")
+    if stage:
+        raise RecipeError(
+            f"{run} is the folder of one {stage} stage, not a run folder; pass the run folder ({run.parent}) to --run, "
+            "or measure its model files one by one with --model NAME=PATH"
+        )
     found = []
     for folder in _stage_folders(run):
         manifest = read_manifest(folder) or {}
@@ -86,6 +92,18 @@ def _onnx_test(stage: str, name: str, metrics: dict[str, Any]) -> tuple[dict, st
         return variant.get("test") or {}, "quantize"
     # export measures the fused graph; parity ties the plain graph to it
     return metrics.get("test") or {}, "export"
+
+
+def check_unique_names(artifacts: list[Artifact]) -> None:
+    """Names key every row of bench.json and the gate: two artifacts under one name would share them."""
+    seen: dict[str, Artifact] = {}
+    for artifact in artifacts:
+        if artifact.name in seen:
+            raise RecipeError(
+                f"two artifacts are named {artifact.name!r} ({seen[artifact.name].path} and {artifact.path}); "
+                "give each --model its own NAME (--model NAME=PATH)"
+            )
+        seen[artifact.name] = artifact
 
 
 def named_models(items: list[str]) -> list[Artifact]:

@@ -104,14 +104,18 @@ def _round_values(artifact: dict, threads: str, case: str) -> list[float]:
     return list(artifact["latency"].get(threads, {}).get(case, {}).get("round_p50_ms") or [])
 
 
-def parse_fraction(text: str) -> float:
-    """'10%' -> 0.10; a bare number is a fraction already ('0.1')."""
+def parse_fraction(text: str, flag: str = "--max-latency-regression") -> float:
+    """'10%' -> 0.10; a bare number is a fraction already ('0.1'). A bare number above 1 is refused:
+    '10' almost always means 10%, and read as a fraction it would allow a 1000% slow-down."""
+    percent = text.strip().endswith("%")
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        value = float(text.strip()[:-1]) / 100 if percent else float(text)
     except ValueError:
         value = float("nan")
     if not 0 <= value < float("inf"):
-        raise GateInputError(f"{text!r} is not a percentage; write e.g. 10% or 0.1")
+        raise GateInputError(f"{flag} {text!r} is not a percentage of 0 or more; write e.g. 10% or 0.1")
+    if not percent and value > 1:
+        raise GateInputError(f"{flag} {text} would mean {100 * value:.0f}%; write {text}% (or {value / 100:g} as a fraction)")
     return value
 
 
@@ -128,6 +132,10 @@ class Limits:
     allow_missing: bool = False
 
     def __post_init__(self) -> None:
+        if not 0 <= self.latency < float("inf"):
+            raise GateInputError(f"--max-latency-regression {self.latency} must be 0 or more, e.g. 10%")
+        if not 0 <= self.accuracy_points < float("inf"):
+            raise GateInputError(f"--max-accuracy-drop {self.accuracy_points:g} must be 0 or more points, e.g. 0.5")
         if not 0 < self.significance < 1:
             raise GateInputError(f"--significance {self.significance} must lie between 0 and 1, e.g. 0.05")
 
@@ -152,12 +160,19 @@ def compare(baseline: dict, current: dict, limits: Limits, reference: Optional[s
         checks += _accuracy_check(name, entry, cur[name], limits.accuracy_points)
     for check in checks:
         check.allowed = limits.allow_missing and check.status == NOT_COMPARABLE
-    latency = [c for c in checks if c.what.startswith("latency")]
-    if latency and all(c.status == NOT_COMPARABLE for c in latency):
+    if not any(c.what.startswith("latency") and c.status != NOT_COMPARABLE for c in checks):
         # --allow-missing lets some cases go, never all of them: such a gate would compare nothing
-        note = "no latency check could be compared; bench the change with the baseline's settings (threads, batch sizes, lengths, texts)"
-        checks.append(Check("(all)", "latency", status=NOT_COMPARABLE, note=note))
+        checks.append(Check("(all)", "latency", status=NOT_COMPARABLE, note=_nothing_compared(base, cur, common)))
     return GateResult(checks, reference, _notes(baseline, current, reference))
+
+
+def _nothing_compared(base: dict, cur: dict, common: list[str]) -> str:
+    if not common:
+        return (
+            f"no artifact of the baseline ({_listed(list(base))}) is in the current benchmark ({_listed(list(cur)) or 'none'}); "
+            "bench the same artifacts under the same names (--model NAME=PATH) on both sides"
+        )
+    return "no latency check could be compared; bench the change with the baseline's settings (threads, batch sizes, lengths, texts)"
 
 
 def _cases(entry: dict) -> list[tuple[str, str]]:
@@ -291,7 +306,7 @@ def describe(c: Check) -> str:
     if c.status == NOT_COMPARABLE:
         return f"{c.artifact}: {c.what}: not comparable: {c.note}"
     if c.what in ("accuracy", "entity F1"):
-        return f"{c.artifact}: {c.what} {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({c.change:+.2f} points; limit -{c.limit} points)"
+        return f"{c.artifact}: {c.what} {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({round(c.change, 2) + 0.0:+.2f} points; limit -{c.limit} points)"
     unit = "" if c.note else " ms"
     return (
         f"{c.artifact}: {c.what}: {c.baseline:.4g}{unit} -> {c.current:.4g}{unit} ({100 * c.change:+.1f}%; "

@@ -15,7 +15,7 @@ import typer
 
 from edgepress import __version__
 from edgepress.cli.bench import bench, gate, targets_setup
-from edgepress.cli.common import STATE, ForceOption, SetOption, execute, reported
+from edgepress.cli.common import STATE, ForceOption, SetOption, execute, origin_of, reported
 from edgepress.cli.search import app as search_app
 from edgepress.cli.stages import distill, export, finetune, prune, quantize
 
@@ -91,7 +91,7 @@ def run(
     from edgepress.recipe.loading import load_recipe
 
     updates = {k: v for k, v in {"name": name, "output_dir": output_dir}.items() if v is not None}
-    execute(load_recipe(recipe, overrides, updates), force)
+    execute(load_recipe(recipe, overrides, updates), force, origin_of(recipe, "run"))
 
 
 @recipe_app.command("show")
@@ -110,10 +110,12 @@ def recipe_show(
 @recipe_app.command("check")
 @reported
 def recipe_check(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
-    """Validate a recipe without running it."""
-    from edgepress.recipe.loading import load_recipe
+    """Validate a recipe without running it (its search section too, as `edgepress search` would)."""
+    from edgepress.recipe.loading import load_recipe, read_yaml
+    from edgepress.search.space import check_search
 
     resolved = load_recipe(recipe)
+    check_search(read_yaml(recipe), resolved, str(recipe))
     typer.echo(f"{recipe}: valid; stages: {' -> '.join(resolved.stages)}")
 
 

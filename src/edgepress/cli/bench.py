@@ -37,7 +37,7 @@ def bench(
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Measure latency, throughput, memory, size and accuracy of a run's artifacts and/or named models."""
-    from edgepress.bench.artifacts import named_models, run_artifacts
+    from edgepress.bench.artifacts import check_unique_names, named_models, run_artifacts
     from edgepress.bench.stage import benchmark
     from edgepress.data.load import load_data
     from edgepress.errors import RecipeError
@@ -55,9 +55,19 @@ def bench(
     }  # fmt: skip
     recipe = load_recipe(None, overrides, given(flags))
     artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])
+    check_unique_names(artifacts)
     document = benchmark(artifacts, load_data(recipe.data, recipe.task), recipe.bench, output)
     typer.echo((output / "report.md").read_text(encoding="utf-8"))
-    typer.echo(f"wrote {output / 'bench.json'} and {output / 'report.md'} ({len(document['artifacts'])} artifacts)")
+    typer.echo(f"wrote {_files(output)} ({_count(len(document['artifacts']), 'artifact')})")
+
+
+def _files(output: Path) -> str:
+    written = [output / name for name in ("bench.json", "report.md", "report.html", "pareto.png") if (output / name).is_file()]
+    return ", ".join(str(p) for p in written[:-1]) + f" and {written[-1]}" if len(written) > 1 else str(written[0])
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @reported
@@ -79,7 +89,8 @@ def gate(
     accepted = pool_baselines([load_bench(path) for path in baseline], [str(path) for path in baseline])
     result = compare(accepted, load_bench(current), limits, reference)
     _print_gate(result)
-    if junit:
+    if junit:  # its folder made as pytest's --junitxml does: CI steps point it at a reports/ folder
+        junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_text(junit_xml(result.checks), encoding="utf-8")
     for c in result.failed:
         typer.echo(f"{'regressed' if c.status == 'regressed' else 'not compared'}: {describe(c)}", err=True)
@@ -102,13 +113,22 @@ def _print_gate(result: "GateResult") -> None:
     for column in ("artifact", "check", "baseline", "current", "change", "p", "result"):
         table.add_column(column, overflow="fold")
     for c in result.checks:
-        pct = c.what.startswith("latency")
-        change = "-" if c.change is None else (f"{100 * c.change:+.1f}%" if pct else f"{c.change:+.2f} pt")
-        fmt = (lambda v: "-" if v is None else f"{v:.4g}") if pct else (lambda v: "-" if v is None else f"{100 * v:.2f}%")
+        latency = c.what.startswith("latency")
+        # latency is a p50 in ms, or a ratio to the reference's p50 in the same round; accuracy in %
+        unit = "" if not latency else " x ref" if result.reference else " ms"
+        fmt = (lambda v: "-" if v is None else f"{v:.4g}{unit}") if latency else (lambda v: "-" if v is None else f"{100 * v:.2f}%")
         p = "-" if c.p_value is None else f"{c.p_value:.3f}"
         verdict = {"ok": "ok", "regressed": "FAIL"}.get(c.status, f"{'allowed' if c.allowed else 'FAIL'}: not comparable ({c.note})")
-        table.add_row(c.artifact, c.what, fmt(c.baseline), fmt(c.current), change, p, verdict)
+        table.add_row(c.artifact, c.what, fmt(c.baseline), fmt(c.current), _change(c.change, latency), p, verdict)
     console.print(table)
+
+
+def _change(change: Optional[float], latency: bool) -> str:
+    if change is None:
+        return "-"
+    value, digits = (100 * change, 1) if latency else (change, 2)
+    value = round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0: no "-0.00 pt"
+    return f"{value:+.{digits}f}" + ("%" if latency else " pt")
 
 
 @reported

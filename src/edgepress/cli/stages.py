@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from edgepress.cli.common import ForceOption, SetOption, execute, given, reported
+from edgepress.cli.common import ForceOption, SetOption, execute, given, origin_of, reported
 
 RecipeOption = typer.Option(None, help="Start from this recipe instead of the defaults.")
 NameOption = typer.Option(None, help="Run name (folder under the output directory).")
@@ -65,7 +65,7 @@ def finetune(
 
     flags = {
         "task": task,
-        "stages": ["finetune"], "name": name or (None if recipe else "finetune"), "output_dir": output_dir,
+        "stages": ["finetune"], "name": name if name is not None else (None if recipe else "finetune"), "output_dir": output_dir,
         "model.name_or_path": model, "data.header": False if no_header else None,
         "model.allow_pickle": allow_pickle or None, "model.trust_remote_code": trust_remote_code or None,
         **_common_flags(
@@ -73,7 +73,7 @@ def finetune(
             (epochs, learning_rate, batch_size, max_seq_length), seed,
         ),
     }  # fmt: skip
-    execute(load_recipe(recipe, overrides, given(flags)), force)
+    execute(load_recipe(recipe, overrides, given(flags)), force, origin_of(recipe, "finetune"))
 
 
 @reported
@@ -110,7 +110,7 @@ def distill(
     kept = _int_list(layers, "--layers")
     flags = {
         "task": task,
-        "stages": ["distill"], "name": name or (None if recipe else "distill"), "output_dir": output_dir,
+        "stages": ["distill"], "name": name if name is not None else (None if recipe else "distill"), "output_dir": output_dir,
         "model.name_or_path": teacher,
         "distill.student.num_layers": num_layers, "distill.student.layers": kept, "distill.student.model": student_model,
         "distill.loss.hard_weight": hard_weight, "distill.loss.soft_weight": soft_weight,
@@ -121,7 +121,7 @@ def distill(
             (epochs, learning_rate, batch_size, max_seq_length), seed,
         ),
     }  # fmt: skip
-    execute(load_recipe(recipe, overrides, given(flags)), force)
+    execute(load_recipe(recipe, overrides, given(flags)), force, origin_of(recipe, "distill"))
 
 
 def _int_list(value: Optional[str], flag: str) -> Optional[list[int]]:
@@ -177,7 +177,7 @@ def prune(
     budget = {"metric": "flops", "keep": keep_flops} if keep_flops is not None else budget
     flags = {
         "task": task,
-        "stages": ["prune"], "name": name or (None if recipe else "prune"), "output_dir": output_dir,
+        "stages": ["prune"], "name": name if name is not None else (None if recipe else "prune"), "output_dir": output_dir,
         "model.name_or_path": model, "model.allow_pickle": allow_pickle or None,
         "model.trust_remote_code": trust_remote_code or None,
         "prune.heads": heads, "prune.ffn": ffn, "prune.head_scope": head_scope,
@@ -190,7 +190,7 @@ def prune(
             (epochs, learning_rate, batch_size, max_seq_length), seed,
         ),
     }  # fmt: skip
-    execute(load_recipe(recipe, overrides, given(flags)), force)
+    execute(load_recipe(recipe, overrides, given(flags)), force, origin_of(recipe, "prune"))
 
 
 @reported
@@ -224,14 +224,14 @@ def export(
 
     flags = {
         "task": task,
-        "stages": ["export"], "name": name or (None if recipe else "export"), "output_dir": output_dir,
+        "stages": ["export"], "name": name if name is not None else (None if recipe else "export"), "output_dir": output_dir,
         "model.name_or_path": model, "data.source": data,
         "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
         "model.allow_pickle": allow_pickle or None, "model.trust_remote_code": trust_remote_code or None,
         "export.exporter": exporter, "export.opset": opset, "export.atol": atol, "export.optimize": optimize,
         "export.fp16": fp16, "export.mobile": mobile, "export.max_seq_length": max_seq_length, "export.with_tokenizer": with_tokenizer,
     }  # fmt: skip
-    execute(load_recipe(recipe, overrides, given(flags)), force)
+    execute(load_recipe(recipe, overrides, given(flags)), force, origin_of(recipe, "export"))
 
 
 @reported
@@ -269,7 +269,7 @@ def quantize(
 
     flags = {
         "task": task,
-        "stages": ["quantize"], "name": name or (None if recipe else "quantize"), "output_dir": output_dir,
+        "stages": ["quantize"], "name": name if name is not None else (None if recipe else "quantize"), "output_dir": output_dir,
         "model.name_or_path": model, "data.source": data,
         "data.text_column": text_column, "data.text_pair_column": text_pair_column, "data.label_column": label_column,
         "quantize.backend": backend, "quantize.target": target, "quantize.dynamic": dynamic, "quantize.static": static,
@@ -279,4 +279,4 @@ def quantize(
         "quantize.exclude_nodes": exclude_node or None, "quantize.max_seq_length": max_seq_length,
         "quantize.with_tokenizer": with_tokenizer,
     }  # fmt: skip
-    execute(load_recipe(recipe, overrides, given(flags)), force)
+    execute(load_recipe(recipe, overrides, given(flags)), force, origin_of(recipe, "quantize"))

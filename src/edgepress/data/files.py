@@ -63,6 +63,8 @@ def _decode(path: Path) -> str:
 def _read_delimited(path: Path, text: str, fmt: str, header: bool) -> pd.DataFrame:
     # TSV files in NLP (GLUE, SST-2) are unquoted: a quote character is part of the text.
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    if header:
+        _check_header(path, text, "\t" if fmt == "tsv" else ",", quoting)
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -76,6 +78,18 @@ def _read_delimited(path: Path, text: str, fmt: str, header: bool) -> pd.DataFra
         raise DataError(f"{path} is not a valid {fmt.upper()} file: {str(exc).strip()}") from None
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _check_header(path: Path, text: str, sep: str, quoting: int) -> None:
+    """pandas renames a repeated column (``text``, ``text.1``) and the recipe would read the first
+    one without a word: a header that names a column twice is an error."""
+    names = next(csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting), [])
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise DataError(
+                f"{path}: the header names the column {name!r} twice (columns {names.index(name) + 1} and {i + 1}); "
+                "rename one, so that data.*_column can name the one to read"
+            )
 
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -91,6 +90,7 @@ def load_data(cfg: DataSection, task: str = "text-classification") -> SplitData:
     frames = _split_missing(frames, cfg, stratify=handler.stratify)
     if cfg.max_train_samples and len(frames["train"]) > cfg.max_train_samples:
         frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed)
+    handler.check_splits(frames, raw["train"].origin)
     data = _to_split_data(frames, labels, handler)
     if task == "token-classification":
         strict = cfg.entity_matching == "strict"

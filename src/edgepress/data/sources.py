@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
 BUILTIN_DATASETS = ("bbc-news",)
+# split files whose suffix names no format (CoNLL corpora are often train.txt): they need data.format
+PLAIN_TEXT_SUFFIXES = (".txt", ".tab", ".iob", ".iob2")
 
 
 def read_splits(cfg: "DataSection") -> dict[str, RawSplit]:
@@ -37,11 +39,18 @@ def read_splits(cfg: "DataSection") -> dict[str, RawSplit]:
     path = Path(cfg.source).expanduser()
     if path.is_file():
         return {"train": _read_file(path, cfg)}
-    if path.is_dir() and _split_files(path):
-        return {split: _read_file(file, cfg) for split, file in _split_files(path).items()}
+    if path.is_dir() and (files := _split_files(path, cfg.format)):
+        return {split: _read_file(file, cfg) for split, file in files.items()}
     if path.is_dir() or not _looks_like_path(cfg.source):
         return read_hub(cfg)
     raise DataError(f"data file {cfg.source} does not exist; check the path (relative paths start at the current folder)")
+
+
+def describe_source(cfg: "DataSection") -> str:
+    """What ``read_splits`` reads, for the run log: the named files when there are any, else the source."""
+    if cfg.train_file:
+        return ", ".join(f"{split} {file}" for split, file in _explicit_files(cfg).items())
+    return cfg.source
 
 
 def _explicit_files(cfg: "DataSection") -> dict[str, str]:
@@ -53,14 +62,30 @@ def _read_file(path: Path, cfg: "DataSection") -> RawSplit:
     return read_table(path, cfg.format, cfg.header, cfg.conll_tag_column)
 
 
-def _split_files(folder: Path) -> dict[str, Path]:
+def _split_files(folder: Path, fmt: str = "auto") -> dict[str, Path]:
+    """``train.*`` (and ``dev.*``/``validation.*``, ``test.*``) in ``folder``. With ``data.format``
+    set, any suffix counts (CoNLL corpora often come as ``train.txt``); without it, only the
+    suffixes that tell a format, and a split file with another suffix is an error naming the fix.
+    No train file at all: not a folder of split files (a Hub dataset repo, for example), unless a
+    format was given, which only files can have."""
     found: dict[str, Path] = {}
+    unknown: list[Path] = []
     for split, stems in SPLIT_ALIASES.items():
         for stem in stems:
-            hits = [folder / f"{stem}{suffix}" for suffix in SUFFIX_FORMAT if (folder / f"{stem}{suffix}").is_file()]
+            files = sorted(p for p in folder.glob(f"{stem}.*") if p.is_file() and not p.name.startswith("."))
+            known = [p for p in files if p.suffix.lower() in SUFFIX_FORMAT]
+            hits = files if fmt != "auto" else known
+            unknown += [p for p in files if p.suffix.lower() in PLAIN_TEXT_SUFFIXES]
             if hits:
-                found[split] = hits[0]
+                found[split] = known[0] if known else hits[0]
                 break
+    if fmt == "auto" and unknown and "train" not in found:
+        raise DataError(
+            f"cannot tell the format of {unknown[0]} from its extension; set data.format (e.g. conll for CoNLL files "
+            f"named .txt) or rename it to one of {', '.join(SUFFIX_FORMAT)}"
+        )
+    if fmt != "auto" and "train" not in found:
+        raise DataError(f"folder {folder} has no train file to read as {fmt}; name the splits train.*, dev.* (or validation.*) and test.*")
     return found if "train" in found else {}
 
 

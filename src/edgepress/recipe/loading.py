@@ -8,6 +8,7 @@ applied to the raw mapping *before* validation, so they are checked exactly like
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,26 +108,32 @@ def load_recipe(
     if path is not None:
         where = str(path)
         raw = read_yaml(Path(path))
+    given: dict[str, str] = {}  # recipe path -> the command-line item that set it
     for item in overrides or []:
-        apply_override(raw, item)
+        given[apply_override(raw, item)] = f"--set {item}"
     for key, value in (updates or {}).items():
         set_path(raw, key, value)
-    return validate_recipe(raw, where)
+        given[key] = "a command-line option"
+    return validate_recipe(raw, where, given)
 
 
-def validate_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
+def validate_recipe(raw: dict[str, Any], where: str = "recipe", given: dict[str, str] | None = None) -> Recipe:
+    """``where`` names the file (or "defaults"); ``given`` the recipe paths set on the command line,
+    so that a problem with one of them is blamed on the command line, not on the file."""
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(f"{where}: {format_validation_error(exc)}") from None
+        raise RecipeError(format_validation_error(exc, where, given or {})) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A recipe file as a raw mapping (before validation); a clear error for a missing or malformed file."""
+    if path.is_dir():
+        raise RecipeError(f"recipe {path} is a folder, not a recipe file; give the YAML file (e.g. {path / 'recipe.yaml'})")
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist; `edgepress recipe show > {path.name}` writes a starting point")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe {path} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
     if raw is None:
@@ -136,6 +143,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: YAML says
+    keys are unique, and PyYAML would silently keep the last (two finetune: blocks, say)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first on line {seen[key].line + 1}); keep one", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
 def _yaml_problem(exc: Exception) -> str:
     """What PyYAML found and where (1-based line and column), e.g. "line 2, column 18: expected ',' or ']'"."""
     mark = getattr(exc, "problem_mark", None)
@@ -143,8 +169,9 @@ def _yaml_problem(exc: Exception) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply ``a.b.c=value`` to a nested mapping; the value is parsed as YAML (so 3, true, [a, b] work)."""
+def apply_override(raw: dict[str, Any], item: str) -> str:
+    """Apply ``a.b.c=value`` to a nested mapping; the value is parsed as YAML (so 3, true, [a, b] work).
+    Returns the path it set."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"override {item!r} is not KEY=VALUE; write e.g. --set finetune.epochs=1")
@@ -153,6 +180,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     except yaml.YAMLError:
         value = text
     set_path(raw, key.strip(), value)
+    return key.strip()
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -167,19 +195,51 @@ def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """Turn pydantic's report into one line per problem: path, value, and what is allowed."""
-    problems = []
+def format_validation_error(exc: ValidationError, where: str = "recipe", given: dict[str, str] | None = None) -> str:
+    """Pydantic's report as one line: per problem the path, what is wrong, the value, and where the
+    value came from (the file, or the command line when a flag or --set gave it)."""
+    problems: list[tuple[str, str]] = []  # (source, problem)
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown key (check the spelling; `edgepress recipe show` lists every key)")
-            continue
-        message = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        # a check across fields reports the whole section as its input: its message says enough
-        problems.append(f"{path}: {message}" if isinstance(value, dict) else f"{path}: {message} (got {value!r})")
-    return "; ".join(problems)
+        item = _given_by(path, given or {})
+        problems.append(("command line" if item else where, f"{path}: {_problem(err, item)}"))
+    sources = {source for source, _ in problems}
+    if len(sources) == 1:
+        return f"{sources.pop()}: " + "; ".join(problem for _, problem in problems)
+    return "; ".join(f"{source}: {problem}" for source, problem in problems)
+
+
+def _given_by(path: str, given: dict[str, str]) -> str:
+    """The command-line item that set ``path``, a section above it, or (for a check across a
+    section's fields) a key inside it; '' when the file did."""
+    for key, item in given.items():
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return item
+    return ""
+
+
+def _problem(err: dict[str, Any], item: str) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check the spelling; `edgepress recipe show` lists every key)"
+    message, value = err["msg"].removeprefix("Value error, "), err.get("input")
+    if err["type"] in ("model_type", "model_attributes_type"):  # a value where a section belongs
+        section = _section_named(err.get("ctx", {}).get("class_name", ""))
+        keys = ", ".join(section.model_fields) if section else "its keys"
+        return f"this is a section, not a value: give a mapping with {keys} (got {value!r})"
+    if err["type"] == "list_type":
+        fix = f"write --set {item.removeprefix('--set ').partition('=')[0]}=[{value}]" if item.startswith("--set ") else f"write [{value}]"
+        return f"{message} (got {value!r}); {fix}"
+    # a check across fields reports the whole section as its input: its message says enough
+    return message if isinstance(value, dict) else f"{message} (got {value!r})"
+
+
+def _section_named(name: str) -> type[BaseModel] | None:
+    pending, seen = [Section], {}
+    while pending:
+        cls = pending.pop()
+        seen[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return seen.get(name)
 
 
 # --------------------------------------------------------------------------- writing
@@ -205,4 +265,18 @@ def _commented(section: BaseModel, indent: int) -> list[str]:
         else:
             dumped = yaml.safe_dump({name: value}, default_flow_style=True, width=1000).strip()
             lines.append(f"{pad}{dumped.removeprefix('{').removesuffix('}')}\n")
+            lines.extend(_optional_section_keys(field.annotation, pad))
+    return lines
+
+
+def _optional_section_keys(annotation: Any, pad: str) -> list[str]:
+    """For a section that is off by default (``budget: null``), its keys as comments: what a user
+    can put there, with defaults and meanings, without turning it on."""
+    section = next((a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if section is None:
+        return []
+    lines = [f"{pad}#   keys, when set:\n"]
+    for key, field in section.model_fields.items():
+        default = "(required)" if field.is_required() else yaml.safe_dump(field.default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"{pad}#     {key}: {default}  # {field.description}\n")
     return lines

@@ -143,6 +143,9 @@ class StudentSection(Section):
     model: Optional[str] = Field(
         None, description="Use this pre-trained model as the student instead (local folder, Hub id, builtin name)."
     )
+    allow_larger: bool = Field(
+        False, description="Build a student with as many parameters as the teacher or more (deeper or wider); off: that is an error."
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_student(self) -> "StudentSection":

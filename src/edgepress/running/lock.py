@@ -46,6 +46,8 @@ def run_lock(root: Path) -> Iterator[None]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+        with contextlib.suppress(OSError):  # a run that wrote nothing (bad data, say) leaves no folder behind
+            root.rmdir()
 
 
 def _me() -> dict[str, object]:

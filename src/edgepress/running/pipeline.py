@@ -14,12 +14,14 @@ from typing import Any, Callable
 
 from edgepress import distributed
 from edgepress.data.load import SplitData, load_data
+from edgepress.data.sources import describe_source
 from edgepress.errors import RecipeError, StageError
 from edgepress.models import is_local, resolve_source
 from edgepress.recipe.loading import Recipe, recipe_to_yaml
 from edgepress.recipe.stages import get_stage
 from edgepress.running.lock import run_lock
 from edgepress.running.runs import (
+    MANIFEST,
     MANIFEST_SCHEMA,
     RunFolder,
     current_manifest,
@@ -60,25 +62,30 @@ Placement = Callable[[int, str, str], Path]
 
 
 def run_recipe(
-    recipe: Recipe, force: bool = False, place: Placement | None = None, after_stage: Callable[[StageOutcome], None] | None = None
+    recipe: Recipe,
+    force: bool = False,
+    place: Placement | None = None,
+    after_stage: Callable[[StageOutcome], None] | None = None,
+    origin: str = "",
 ) -> list[StageOutcome]:
     """Run (or resume) the recipe's stages in order. ``place`` puts each stage's folder elsewhere
     than ``NN-stage`` in the run folder: keyed by fingerprint, the folders of many recipes that
     share a prefix of stages are shared, so each is computed once (what a search needs).
     ``after_stage`` sees each outcome as it comes; what it raises ends the run there (a search
-    stops a trial that can no longer meet its limits)."""
+    stops a trial that can no longer meet its limits). ``origin`` names where the recipe came from
+    (its file, or the command): a run from elsewhere never replaces this run's finished stages
+    without ``force``."""
     run = RunFolder(Path(recipe.output_dir) / recipe.name)
     with run_lock(run.root) if distributed.is_main() else contextlib.nullcontext():
-        return _run_stages(recipe, run, force, place, after_stage)
+        guard = None if place is not None or force else _Guard.of(run, recipe, origin)
+        return _run_stages(recipe, run, force, place, after_stage, guard, origin)
 
 
-def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | None, after_stage) -> list[StageOutcome]:
-    if place is None and not force:  # stages placed by fingerprint (a search) cannot mix runs
-        _check_same_origin(run, recipe)
+def _run_stages(
+    recipe: Recipe, run: RunFolder, force: bool, place: Placement | None, after_stage, guard: "_Guard | None", origin: str
+) -> list[StageOutcome]:
     data = load_data(recipe.data, recipe.task)
-    log.info("data %s: %s", recipe.data.source, data.describe())
-    if distributed.is_main():
-        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+    log.info("data %s: %s", describe_source(recipe.data), data.describe())
     source = resolve_source(recipe.model.name_or_path)
     source_hash = _source_hash(source, recipe)
     outcomes = []
@@ -93,8 +100,14 @@ def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | 
         if skipped:
             log.info("%s: skipped, up to date (config and inputs match its manifest; --force re-runs it)", folder)
         else:
+            if guard:
+                guard.check_replace(folder)
             context = StageContext(recipe, data, source, source_hash, folder)
             manifest = _run_stage(run, context, name, config, inputs, expected)
+        if not outcomes and distributed.is_main() and place is None:
+            # the run claims its folder once it has an artifact there: a run that failed before
+            # writing one leaves nothing that would refuse the corrected re-run
+            run.write_text("recipe.yaml", _origin_line(origin) + recipe_to_yaml(recipe))
         outcomes.append(StageOutcome(name, folder, manifest, skipped))
         if after_stage:
             after_stage(outcomes[-1])
@@ -102,19 +115,65 @@ def _run_stages(recipe: Recipe, run: RunFolder, force: bool, place: Placement | 
     return outcomes
 
 
-def _check_same_origin(run: RunFolder, recipe: Recipe) -> None:
-    """A run folder holds one model on one dataset: a recipe with another model or other data under
-    the same name would replace that run's stages one by one, mixing two experiments meanwhile."""
+ORIGIN_PREFIX = "# edgepress run of "
+
+
+def _origin_line(origin: str) -> str:
+    return f"{ORIGIN_PREFIX}{origin}\n" if origin else ""
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """What a run folder holds already, and where this run's recipe came from: a run folder holds
+    one model on one dataset, and the finished stages of one recipe."""
+
+    run: RunFolder
+    origin: str
+    previous_origin: str  # '' when unknown (no recipe.yaml, or one written before origins were recorded)
+
+    @classmethod
+    def of(cls, run: RunFolder, recipe: Recipe, origin: str) -> "_Guard":
+        previous = _previous_recipe(run)
+        if previous is not None:
+            _check_same_model_and_data(run, recipe, previous[0])
+        return cls(run, origin, previous[1] if previous else "")
+
+    def check_replace(self, folder: Path) -> None:
+        """A finished stage of another recipe's run would be replaced by this one: refuse. A rerun
+        of the same recipe (same file, or the same stage command) replaces a stage whose config
+        changed, as it always has: that is how a recipe is iterated on."""
+        if not (folder / MANIFEST).is_file() or not self.previous_origin or self.previous_origin == self.origin:
+            return
+        raise RecipeError(
+            f"run folder {self.run.root} holds a finished run of {self.previous_origin}, and this run of {self.origin or 'another recipe'} "
+            f"would replace its {folder.name} (another config); give this run another name (--name, or name: in the recipe), "
+            "or --force to replace that run"
+        )
+
+
+def _previous_recipe(run: RunFolder) -> tuple[dict, str] | None:
+    """The recipe.yaml of the run folder's last run and the origin it records, if edgepress wrote it."""
     import yaml
 
     previous_file = run.root / "recipe.yaml"
     if not previous_file.is_file():
-        return
+        return None
+    text = previous_file.read_text(encoding="utf-8")
     try:
-        previous = yaml.safe_load(previous_file.read_text(encoding="utf-8")) or {}
+        previous = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return None  # not a recipe edgepress wrote: nothing to compare with
+    first = text.splitlines()[0] if text else ""
+    return (previous if isinstance(previous, dict) else {}), first.removeprefix(ORIGIN_PREFIX) if first.startswith(ORIGIN_PREFIX) else ""
+
+
+def _check_same_model_and_data(run: RunFolder, recipe: Recipe, previous: dict) -> None:
+    """A recipe with another model or other data under the same name would replace that run's
+    stages one by one, mixing two experiments meanwhile."""
+    try:
         before = (previous["model"]["name_or_path"], previous["data"]["source"])
-    except (yaml.YAMLError, KeyError, TypeError):
-        return  # not a recipe edgepress wrote: nothing to compare with
+    except (KeyError, TypeError):
+        return
     now = (recipe.model.name_or_path, recipe.data.source)
     if before != now:
         raise RecipeError(

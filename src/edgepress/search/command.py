@@ -14,7 +14,7 @@ import yaml
 from edgepress.errors import RecipeError
 from edgepress.recipe.loading import apply_override, read_yaml, validate_recipe
 from edgepress.search import report
-from edgepress.search.space import grid, parse_space, trial_recipe
+from edgepress.search.space import check_search, grid, reference_file, trial_recipe
 from edgepress.search.stopping import EarlyStop
 from edgepress.search.study import Plan, feasible_front, open_storage, run_study
 
@@ -32,9 +32,7 @@ def run_search(path: Path, overrides: list[str], trials: int | None, timeout: fl
     settings = recipe.search
     if not settings.space:
         raise RecipeError(f"{path} has no search.space; add one, e.g. search: {{space: {{prune.heads: [0.25, 0.5]}}}}")
-    if recipe.task != "text-classification":  # its objectives and accuracy limits read text-classification metrics
-        raise RecipeError(f"edgepress search supports text classification only so far; {path} has task: {recipe.task}")
-    space = parse_space(settings.space, raw)
+    space = check_search(raw, recipe, str(path))
     run = Path(recipe.output_dir) / recipe.name
     run.mkdir(parents=True, exist_ok=True)
     data = _validation_data(recipe) if settings.timed or settings.max_accuracy_drop is not None else None
@@ -123,24 +121,18 @@ def _reference_accuracy(recipe, data) -> float | None:
 
     from edgepress.export.runtime import evaluate_onnx, open_session
 
-    reference = _reference_file(cfg)
+    reference = reference_file(cfg.reference)
     tokenizer = AutoTokenizer.from_pretrained(reference.parent)
     accuracy = evaluate_onnx(open_session(reference), tokenizer, data, recipe.bench.max_seq_length, ("validation",))["validation"]["accuracy"]
     log.info("search: reference %s, validation accuracy %.4f; floor %.4f", reference, accuracy, accuracy - cfg.max_accuracy_drop / 100)
     return float(accuracy)
 
 
-def _reference_file(cfg) -> Path:
-    if not Path(cfg.reference).is_file():
-        raise RecipeError(f"search.reference {cfg.reference} is not a file; give an ONNX model, e.g. runs/bbc-news/04-export/model_optimized.onnx")
-    return Path(cfg.reference)
-
-
 def _timer(recipe, data):
     from edgepress.search.latency import ReferenceTimer
 
     cfg = recipe.search
-    reference = _reference_file(cfg)
+    reference = reference_file(cfg.reference)
     texts = list(data.validation["text"][: cfg.latency_texts])  # never the test split
     return ReferenceTimer(reference, texts, recipe.bench.max_seq_length, cfg.threads, cfg.rounds)
 

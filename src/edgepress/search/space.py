@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import BaseModel, Field, model_validator
@@ -94,6 +95,26 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
+def check_search(raw: dict[str, Any], recipe: Recipe, where: str) -> Space | None:
+    """Everything ``edgepress search`` refuses before its first trial, so that ``recipe check`` says
+    it too: the space (paths, domains, each value as a recipe value), the task, the reference file."""
+    settings = recipe.search
+    if not settings.space:
+        return None
+    if recipe.task != "text-classification":  # its objectives and accuracy limits read text-classification metrics
+        raise RecipeError(f"edgepress search supports text classification only so far; {where} has task: {recipe.task}")
+    space = parse_space(settings.space, raw)
+    if settings.reference:
+        reference_file(settings.reference)
+    return space
+
+
+def reference_file(reference: str) -> Path:
+    if not Path(reference).is_file():
+        raise RecipeError(f"search.reference {reference} is not a file; give an ONNX model, e.g. runs/bbc-news/04-export/model_optimized.onnx")
+    return Path(reference)
+
+
 def parse_space(params: dict[str, Any], base: dict[str, Any]) -> Space:
     """The space, with each domain's values (a range's ends) validated in ``base``, the raw recipe."""
     try:
@@ -120,7 +141,8 @@ def _first_message(exc: Exception) -> str:
         # a domain is a list or a range: for a mapping, the list branch's complaint is noise
         first = next((e for e in found if "list[any]" not in e["loc"]), found[0])
         where = ".".join(str(p) for p in first["loc"] if p not in ("params", "Range") and "[" not in str(p))
-        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+        message = first["msg"].removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
     return str(exc)
 
 

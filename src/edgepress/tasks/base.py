@@ -53,6 +53,10 @@ class Task(ABC):
     def check_seen(self, frame: "pd.DataFrame", labels: list[str], origin: str) -> None:
         """Every label of a validation or test split occurs in training."""
 
+    def check_splits(self, frames: dict[str, "pd.DataFrame"], origin: str) -> None:
+        """After validation and test were split off the training data: refuse splits that cannot
+        be scored (none by default)."""
+
     @abstractmethod
     def columns(self, frame: "pd.DataFrame", ids: dict[str, int]) -> dict[str, list]:
         """The columns stored in the prepared ``datasets.Dataset``, labels as ids."""

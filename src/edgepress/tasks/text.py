@@ -71,6 +71,7 @@ class TextClassification(Task):
         names = set(train["label"])
         if len(names) < 2:
             raise DataError(f"{split.origin}: every training example has the label {next(iter(names))!r}; a classifier needs two or more")
+        _refuse_numbers_as_classes(names, len(train), split.origin)
         class_names = split.class_names.get(cfg.label_column)
         if class_names:
             return [_label_text(n) for n in class_names]
@@ -87,6 +88,17 @@ class TextClassification(Task):
                     f"(training labels: {', '.join(labels)}); fix the label or add training examples for it"
                 )
 
+    def check_splits(self, frames: dict[str, pd.DataFrame], origin: str) -> None:
+        """Held-out splits cut from the training data: most of their labels must occur in training."""
+        known = set(frames["train"]["label"])
+        held = [label for name in ("validation", "test") for label in frames[name]["label"]]
+        unseen = sum(label not in known for label in held)
+        if held and unseen > len(held) / 2:
+            raise DataError(
+                f"{origin}: {unseen} of {len(held)} validation/test examples have a label no training example has; "
+                f"{REGRESSION_HINT}"
+            )
+
     def columns(self, frame: pd.DataFrame, ids: dict[str, int]) -> dict[str, list]:
         columns = {c: frame[c].astype(str).tolist() for c in frame.columns if c != "label"}
         columns["label"] = [ids[v] for v in frame["label"]]
@@ -97,6 +109,19 @@ class TextClassification(Task):
 
     def scores(self, gold: list, predicted: np.ndarray, labels: list[str], strict_entities: bool) -> dict[str, float]:
         return classification_metrics(np.asarray(gold), predicted)
+
+
+REGRESSION_HINT = (
+    "this looks like a regression target (a number per example), and edgepress trains classifiers: "
+    "give class labels (or bin the numbers into classes), or point data.label_column at the column of classes"
+)
+
+
+def _refuse_numbers_as_classes(names: set[str], rows: int, origin: str) -> None:
+    """Nearly one label per training row: float scores read as classes would train to chance."""
+    if len(names) >= 10 and len(names) > rows / 2:
+        examples = ", ".join(sorted(names)[:3])
+        raise DataError(f"{origin}: {len(names)} different labels in {rows} training examples (e.g. {examples}); {REGRESSION_HINT}")
 
 
 def _label_ids_to_names(split: RawSplit, label_column: str) -> Optional[pd.DataFrame]:

@@ -48,12 +48,22 @@ def build_student(
         model, tokenizer = load_classifier(section, labels, attn_implementation=attn_implementation, task=task_of(teacher.config))
         return Student(model, tokenizer, None)
     _, teacher_layers = encoder_parts(teacher)
+    if not spec.layers and spec.depth > len(teacher_layers) and not spec.allow_larger:
+        raise RecipeError(
+            f"distill.student.num_layers is {spec.depth} but the teacher has {len(teacher_layers)} layers; a student is smaller than "
+            f"its teacher: give fewer layers (or set distill.student.allow_larger: true to build this one anyway)"
+        )
     kept = spec.layers or evenly_spaced(len(teacher_layers), spec.depth)
     if max(kept) >= len(teacher_layers):
         raise RecipeError(
             f"distill.student.layers names layer {max(kept)} but the teacher has {len(teacher_layers)} layers (0-{len(teacher_layers) - 1})"
         )
     model = _from_config(teacher, spec, len(kept), attn_implementation)
+    if model.num_parameters() >= teacher.num_parameters() and not spec.allow_larger:
+        raise RecipeError(
+            f"the student ({model.num_parameters():,} parameters) is not smaller than its teacher ({teacher.num_parameters():,}); "
+            "give it fewer layers or a smaller width (or set distill.student.allow_larger: true to build it anyway)"
+        )
     if spec.from_teacher:
         copy_teacher_weights(model, teacher, kept)
     return Student(model, teacher_tokenizer, kept)
