@@ -70,7 +70,7 @@ def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, Any], code
 def code_hash(root: Optional[Path] = None) -> str:
     """sha256 over the relative paths and contents of edgepress's source files (``*.py`` and the
     JSON schemas), from ``root`` (default: the installed package)."""
-    root = root or Path(__file__).resolve().parent
+    root = root or Path(__file__).resolve().parents[1]  # the edgepress package (this file is in running/)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
     return tree_hash({p.relative_to(root).as_posix(): hash_file(p) for p in files})
 
