@@ -78,7 +78,8 @@ def build_tiny_bert(folder: Path, num_labels: int | None = None, layers: int = 2
     folder.mkdir(parents=True, exist_ok=True)
     vocab = SPECIAL + FILLER + [w for words in KEYWORDS.values() for w in words] + ["unseen"] + list(extra_words)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # from the folder's vocab.txt: Transformers 5's BertTokenizerFast(vocab_file=...) ignores the file
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64,

@@ -151,6 +151,10 @@ def test_sst2_headline_benchmarks_edgepress_and_the_usual_path_in_one_run(tmp_pa
     rows = {r["model"]: r for r in result["rows"]}
     assert {"teacher torch fp32", "teacher ORT fp32", "usual path int8", "edgepress dynamic", "edgepress dynamic + tokenizer"} <= set(rows)
     chosen, usual = rows[result["chosen"]], rows["usual path int8"]
+    # optimum's environment (transformers 4.57) opens edgepress's files as ORTModelForSequenceClassification
+    opened = result["optimum_opens"]
+    assert {"model.onnx", "model_optimized.onnx", "model_int8_dynamic.onnx"} <= set(opened)
+    assert all(v["max_abs_diff"] < 1e-4 and len(v["labels"]) == 3 for v in opened.values())
     assert result["ratios"]["speedup_vs_usual"]["1"] == round(usual["p50_ms_batch1"]["1"] / chosen["p50_ms_batch1"]["1"], 2)
     assert result["ratios"]["size_ratio_vs_onnx"] == round(rows["teacher ORT fp32"]["bytes"] / chosen["bytes"], 2)
     assert rows["edgepress dynamic + tokenizer"]["sequences_per_s_batch32"]["1"] is None  # batch 1 only
@@ -158,3 +162,22 @@ def test_sst2_headline_benchmarks_edgepress_and_the_usual_path_in_one_run(tmp_pa
     assert [r["model"] for r in result["dev"]][:3] == ["01-finetune", "02-distill", "03-prune"]
     assert any(r["model"].startswith("  vocabulary ") for r in result["dev"])
     assert "against the targets" in done.stdout and "dev.tsv accuracy" in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu/check.py with --device cpu and a tiny model: every step runs (so the script the
+    GPU machine runs cannot rot), the training losses go down, and the CPU reload matches."""
+    args = ["--device", "cpu", "--size", "tiny", "--examples", "400", "--max-words", "12", "--epochs", "6", "--learning-rate", "2e-3",
+            "--bench-examples", "8", "--rounds", "1", "--out", str(tmp_path / "check")]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu" / "check.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "check" / "check.json").read_text())
+    steps = report["steps"]
+    assert list(steps) == ["model and data", "training stages", "cpu reload", "bench torch", "export and quantize", "fp16 onnx", "int8 threads"]
+    assert all(step["status"] == "ok" for step in steps.values()), {k: v.get("error") for k, v in steps.items()}
+    assert all(diff <= 1e-3 for diff in steps["cpu reload"]["max_abs_logit_diff"].values())
+    curve = steps["training stages"]["stages"]["finetune"]["loss"]
+    assert len(curve) >= 2 and curve[-1] < curve[0]
+    assert steps["fp16 onnx"]["fp16_parity_cpu"] <= steps["fp16 onnx"]["tolerance"]
+    assert "| int8 threads | ok |" in done.stdout

@@ -18,7 +18,7 @@ LAYERS = [
     {"recipe"},  # sections, the stage list, loading and messages
     {"tasks"},  # one object per task: examples from raw rows, labels, scores, model head
     {"data"},  # sources -> raw rows -> the task's examples -> splits; tokenization
-    {"models", "metrics"},
+    {"models", "metrics", "encoders"},  # loading and saving; scores; where encoders keep heads and FFNs
     {"running"},  # pipeline, run folders, lock, summary
     {"export"},
     {"compress"},  # training/, pruning/, quantization/ (quantization reads export's helpers)

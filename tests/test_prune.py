@@ -6,11 +6,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgepress import encoders
 from edgepress.cli.app import app
 from edgepress.compress.pruning import importance, surgery
 from edgepress.compress.pruning.plan import Baseline, plan_budget, plan_fractions
 from edgepress.errors import RecipeError, StageError
 from edgepress.export.runtime import feeds, open_session
+from edgepress.models import from_pretrained
 from edgepress.recipe.loading import validate_recipe
 from edgepress.recipe.sections import PruneSection
 from edgepress.running.pipeline import run_recipe
@@ -72,8 +74,9 @@ def test_half_the_heads_and_neurons_are_physically_gone(pruned):
     config = json.loads((outcome.folder / "config.json").read_text())
     assert config["intermediate_size"] == 32
     assert {int(k): len(v) for k, v in config["pruned_heads"].items()} == {0: 1, 1: 1}
-    # plain Transformers, no edgepress: smaller matrices, right output shape
-    model = AutoModelForSequenceClassification.from_pretrained(outcome.folder).eval()
+    # smaller matrices, right output shape; Transformers 5 builds one head count for every layer, so
+    # a head-pruned folder opens with edgepress's from_pretrained (see README, Run folders)
+    model = from_pretrained(AutoModelForSequenceClassification, outcome.folder).eval()
     layer = model.bert.encoder.layer[0]
     assert tuple(layer.attention.self.query.weight.shape) == (16, 32)  # 1 head of 16 left of 2
     assert tuple(layer.attention.output.dense.weight.shape) == (32, 16)
@@ -107,7 +110,7 @@ def test_pruned_model_exports_with_onnx_runtime_matching_torch(pruned, tiny_csv)
     assert files["model.onnx"]["parity"]["passed"] and files["model_optimized.onnx"]["parity"]["passed"]
     assert files["model_optimized.onnx"]["attention_fused_layers"] == 2
     tokenizer = AutoTokenizer.from_pretrained(export.folder)
-    model = AutoModelForSequenceClassification.from_pretrained(pruned[0].folder).eval()
+    model = from_pretrained(AutoModelForSequenceClassification, pruned[0].folder).eval()
     encoded = tokenizer(TEXTS, padding=True, return_tensors="np")
     session = open_session(export.folder / "model_optimized.onnx")
     onnx_logits = session.run(["logits"], feeds(session, encoded))[0]
@@ -166,15 +169,38 @@ def test_global_scope_keeps_a_floor_per_layer_and_exports(tmp_path):
     model = bert_from_config(heads=4)
     scores = importance.Scores([torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([5.0, 6, 7, 8])], [torch.rand(64)] * 2)
     cfg = PruneSection(heads=0.5, ffn=0.0, head_scope="global", steps=1, min_heads_per_layer=1)
-    views = surgery.layers(model)
+    views = encoders.layers(model)
     cut = plan_fractions(scores, views, Baseline([4, 4], 64, {}), cfg, 1)
     assert cut.heads == {0: [0, 1, 2], 1: [0]}  # 4 of 8 heads; layer 0 keeps its floor of 1
     surgery.remove_heads(model, cut.heads)
-    assert [v.num_heads for v in surgery.layers(model)] == [1, 3]
-    assert surgery.original_heads(model, 0) == [3] and surgery.original_heads(model, 1) == [1, 2, 3]
+    assert [v.num_heads for v in encoders.layers(model)] == [1, 3]
+    assert encoders.original_heads(model, 0) == [3] and encoders.original_heads(model, 1) == [1, 2, 3]
     # a second cut names current positions; the model translates them to original head numbers
     surgery.remove_heads(model, {1: [0]})
     assert model.config.pruned_heads[1] and sorted(model.config.pruned_heads[1]) == [0, 1]
+    _reloads_and_exports(model, tmp_path)
+
+
+def test_cutting_heads_equals_masking_them_and_survives_save_reload_export(tmp_path):
+    """Layers left with 2, 3 and 4 heads: the same logits as the unpruned model with those heads'
+    outputs masked (their columns of the output projection zeroed), then the same after a reload."""
+    import copy
+
+    model = bert_from_config(heads=4, layers=3, init=0.2)
+    cut = {0: [0, 2], 1: [3]}
+    masked = copy.deepcopy(model)
+    size = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        for layer, heads in cut.items():
+            for head in heads:
+                masked.bert.encoder.layer[layer].attention.output.dense.weight[:, head * size : (head + 1) * size] = 0
+    surgery.remove_heads(model, cut)
+    assert [v.num_heads for v in encoders.layers(model)] == [2, 3, 4]
+    assert tuple(model.bert.encoder.layer[0].attention.self.key.weight.shape) == (16, 32)
+    assert {int(k): v for k, v in model.config.pruned_heads.items()} == {0: [0, 2], 1: [3]}
+    batch = {k: v for k, v in random_batches(n=1)[0].items() if k != "labels"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, masked(**batch).logits, atol=1e-5, rtol=0)
     _reloads_and_exports(model, tmp_path)
 
 
@@ -197,7 +223,7 @@ def test_uneven_ffn_sizes_are_refused():
 
 def test_a_parameter_budget_is_met_from_the_least_important_units():
     model = bert_from_config(heads=4)
-    views = surgery.layers(model)
+    views = encoders.layers(model)
     before = surgery.encoder_cost(model, "params", 24)
     cfg = PruneSection(budget={"metric": "params", "keep": 0.6}, steps=1)
     scores = importance.gradient_scores(model, random_batches())
@@ -216,15 +242,16 @@ def test_an_unreachable_budget_says_how_to_fix_it():
     scores = importance.gradient_scores(model, random_batches(n=1))
     cost = surgery.encoder_cost(model, "flops", 24)
     with pytest.raises(StageError, match="cannot be met.*raise keep"):
-        plan_budget(scores, surgery.layers(model), cfg, cost, 0.01 * cost, 24)
+        plan_budget(scores, encoders.layers(model), cfg, cost, 0.01 * cost, 24)
 
 
 def _reloads_and_exports(model, tmp_path: Path) -> None:
-    """Save, reload with plain from_pretrained (same logits), export with torch.onnx, compare with ONNX Runtime."""
+    """Save, reload (same logits), export with torch.onnx, compare with ONNX Runtime. Reloaded with
+    edgepress's from_pretrained, which replays config.pruned_heads where Transformers (5) does not."""
     from transformers import AutoModelForSequenceClassification
 
     model.save_pretrained(tmp_path / "m")
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
+    reloaded = from_pretrained(AutoModelForSequenceClassification, tmp_path / "m").eval()
     batch = {k: v for k, v in random_batches(n=1)[0].items() if k != "labels"}
     with torch.no_grad():
         expected = model(**batch).logits

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from conftest import assert_schema_valid
 
+from edgepress.models import from_pretrained
+
 TRAINING = {"learning_rate": 3e-3, "epochs": 6, "batch_size": 16, "max_seq_length": 24, "logging_steps": 50}
 
 
@@ -52,7 +54,7 @@ def test_torch_artifacts_open_as_token_classifiers(tagged_run):
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     for stage in ("finetune", "distill", "prune"):
-        model = AutoModelForTokenClassification.from_pretrained(tagged_run[stage])
+        model = from_pretrained(AutoModelForTokenClassification, tagged_run[stage])  # head-pruned: edgepress's loader
         tokenizer = AutoTokenizer.from_pretrained(tagged_run[stage])
         # shaped like the training sentences (two to five filler words first): the tiny model leans on position
         inputs = tokenizer([["w1", "w2", "met", "alice", "smith", "in", "rome"]], is_split_into_words=True, return_tensors="pt")
@@ -62,32 +64,30 @@ def test_torch_artifacts_open_as_token_classifiers(tagged_run):
         assert tags == ["O", "O", "O", "B-PER", "I-PER", "O", "B-LOC"], stage
 
 
-def test_export_is_an_optimum_token_classifier_that_matches_torch(tagged_run):
+def test_export_is_a_token_classifier_that_matches_torch(tagged_run):
     import onnxruntime as ort
-    from optimum.onnxruntime import ORTModelForTokenClassification
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     folder = tagged_run["export"]
     report = metrics(folder)
-    assert report["exporter"] == "optimum" and report["test"]["f1"] >= 0.9
+    assert report["exporter"] == "torch" and report["test"]["f1"] >= 0.9
     for name in ("model.onnx", "model_optimized.onnx"):
         parity = report["files"][name]["parity"]
         assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["examples"] == 16
     tokenizer = AutoTokenizer.from_pretrained(folder)
     sentences = [["w5", "w6", "w7", "met", "carol", "jones", "in", "londonish"], ["w1", "w2", "met", "bob", "in", "paris"]]
     inputs = tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="np")
-    torch_model = AutoModelForTokenClassification.from_pretrained(tagged_run["prune"]).eval()
+    torch_model = from_pretrained(AutoModelForTokenClassification, tagged_run["prune"]).eval()
     expected = torch_model(**tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="pt")).logits.detach().numpy()
-    session = ort.InferenceSession(str(folder / "model.onnx"))
-    got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})[0]
-    assert got.shape == expected.shape == (2, 11, 4)  # one tag distribution per piece, padded batch
-    assert np.abs(got - expected).max() < 1e-4
-    optimum = ORTModelForTokenClassification.from_pretrained(folder, file_name="model_optimized.onnx")
-    assert np.abs(optimum(**tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="pt")).logits.numpy() - expected).max() < 1e-4
+    for name in ("model.onnx", "model_optimized.onnx"):
+        session = ort.InferenceSession(str(folder / name))
+        got = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})[0]
+        assert got.shape == expected.shape == (2, 11, 4)  # one tag distribution per piece, padded batch
+        assert np.abs(got - expected).max() < 1e-4
 
 
-def test_int8_variants_hold_entity_f1_and_open_with_optimum(tagged_run):
-    from optimum.onnxruntime import ORTModelForTokenClassification
+def test_int8_variants_hold_entity_f1_and_open_with_onnxruntime(tagged_run):
+    import onnxruntime as ort
 
     report = metrics(tagged_run["quantize"])
     assert set(report["variants"]) == {"dynamic", "static"}
@@ -95,7 +95,8 @@ def test_int8_variants_hold_entity_f1_and_open_with_optimum(tagged_run):
         assert variant["validation"]["f1"] >= 0.99 * report["fp32"]["validation"]["f1"], mode
         assert variant["test"]["f1"] >= 0.9 and variant["test_agreement_with_fp32"] >= 0.95
         assert variant["quantized_ops"], mode
-        assert ORTModelForTokenClassification.from_pretrained(tagged_run["quantize"], file_name=variant["file"]) is not None
+        outputs = ort.InferenceSession(str(tagged_run["quantize"] / variant["file"])).get_outputs()
+        assert outputs[0].name == "logits" and outputs[0].shape[-1] == 4
 
 
 def test_bench_times_every_artifact_and_reports_entity_f1(tagged_run):

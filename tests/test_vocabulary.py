@@ -27,7 +27,7 @@ def wordpiece(folder: Path):
     vocab = SPECIAL + WORDS + letters + [f"##{c}" for c in letters] + ["the", "é"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    return BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)  # from its vocab.txt
 
 
 def trimmed(tmp_path: Path, min_count: int = 1):

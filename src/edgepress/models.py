@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from edgepress.encoders import pruned_heads, replay_heads
 from edgepress.errors import ModelError, RecipeError
 from edgepress.recipe.sections import ModelSection
 from edgepress.tasks import TASKS, get_task
@@ -118,7 +119,8 @@ def load_classifier(
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
-        model = auto_class(task).from_pretrained(
+        model = from_pretrained(
+            auto_class(task),
             source,
             config=config,
             use_safetensors=None if cfg.allow_pickle else True,
@@ -147,11 +149,54 @@ def load_trained(
         config = AutoConfig.from_pretrained(source, **common)
         if not any(a.endswith(get_task(task).head) for a in config.architectures or []):
             raise ModelError(_no_head_message(cfg.name_or_path, config, task))
-        model = auto_class(task).from_pretrained(
-            source, use_safetensors=None if cfg.allow_pickle else True, attn_implementation=attn_implementation, **common
-        )
+        model = from_pretrained(
+            auto_class(task), source, config=config, use_safetensors=None if cfg.allow_pickle else True,
+            attn_implementation=attn_implementation, **common,
+        )  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     return model.eval(), tokenizer
+
+
+def from_pretrained(auto_cls: Any, source: str | Path, config: Any = None, **kwargs: Any) -> "PreTrainedModel":
+    """``auto_cls.from_pretrained(source, ...)``, which also opens a head-pruned model under
+    Transformers 5: there, a config whose ``pruned_heads`` is not empty describes layers with
+    different head counts, which Transformers 5 cannot build, so the model is built from its config,
+    the heads are cut as recorded (``encoders.replay_heads``), and the safetensors weights loaded.
+    Transformers 4 replays ``pruned_heads`` in ``from_pretrained`` itself."""
+    from transformers import AutoConfig, PreTrainedModel
+
+    hub = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
+    config = config if config is not None else AutoConfig.from_pretrained(source, **hub)
+    if not pruned_heads(config) or hasattr(PreTrainedModel, "prune_heads"):
+        return auto_cls.from_pretrained(source, config=config, **kwargs)
+    return _load_head_pruned(auto_cls, Path(source), config, kwargs.get("attn_implementation"), kwargs.get("ignore_mismatched_sizes", False))
+
+
+def _load_head_pruned(auto_cls: Any, folder: Path, config: Any, attn: str | None, ignore_mismatched: bool) -> "PreTrainedModel":
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        raise ModelError(f"{folder} is head-pruned (config.json: pruned_heads) and needs its safetensors weights in the folder")
+    model = auto_cls.from_config(config, attn_implementation=attn)
+    replay_heads(model)
+    state = {k: v for f in files for k, v in load_file(str(f)).items()}
+    own = model.state_dict()
+    if ignore_mismatched:  # a head trained for other labels: left as initialized, replaced later
+        state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (ignore_mismatched and k.startswith(_head_prefixes(model)))]
+    if missing or unexpected:
+        raise ModelError(
+            f"{folder}: the weights do not fit the head-pruned model its config.json describes "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-run the stage that wrote it"
+        )
+    return model.eval()
+
+
+def _head_prefixes(model: "PreTrainedModel") -> tuple[str, ...]:
+    base = model.base_model_prefix
+    return tuple(name for name, _ in model.named_children() if name != base)
 
 
 def _no_head_message(name: str, config: Any, task: str) -> str:
@@ -179,7 +224,7 @@ def load_artifact(folder: str | Path) -> tuple["PreTrainedModel", "PreTrainedTok
     from transformers import AutoTokenizer
 
     with _loading(str(folder), str(folder)):
-        model = auto_class(folder_task(folder)).from_pretrained(folder, use_safetensors=True)
+        model = from_pretrained(auto_class(folder_task(folder)), folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 
@@ -237,8 +282,11 @@ def _has_head_for(config, labels: list[str], task: str) -> bool:
 
 def _reset_head(model: "PreTrainedModel") -> None:
     # from_pretrained keeps a head whose shape happens to fit; labels that differ by name need a fresh one.
+    # Transformers 5 skips tensors it marks as loaded (_is_hf_initialized): unmark the head's first.
     for child in model.children():
         if child is not model.base_model:
+            for tensor in child.parameters():
+                tensor._is_hf_initialized = False
             child.apply(model._init_weights)
 
 

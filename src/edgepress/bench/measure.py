@@ -9,6 +9,7 @@ call waits for the GPU to finish.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable
@@ -84,13 +85,13 @@ class Loaded:
     def _torch(self, threads: int) -> tuple[Callable, Callable]:
         import torch
 
-        from edgepress.models import auto_class, folder_task
+        from edgepress.models import auto_class, folder_task, from_pretrained
 
         torch.set_num_threads(threads)  # process-wide: every torch artifact of this round uses it
         device = "cuda" if self.cuda else "cpu"
-        model = auto_class(folder_task(self.artifact.path)).from_pretrained(self.artifact.path, use_safetensors=True).eval().to(device)
+        model = from_pretrained(auto_class(folder_task(self.artifact.path)), self.artifact.path, use_safetensors=True).eval().to(device)
         model = model.half() if self.half else model
-        names = set(model.forward.__code__.co_varnames)
+        names = set(inspect.signature(model.forward).parameters)  # through decorators (Transformers 5 wraps forward)
 
         def run(tensors: dict) -> Any:
             with torch.inference_mode():

@@ -99,7 +99,7 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
 
         return evaluate_onnx(open_session(str(artifact.path), 0), tokenizer, data, max_length, ("test",))["test"]
     from edgepress.metrics import evaluate_torch
-    from edgepress.models import auto_class, folder_task
+    from edgepress.models import auto_class, folder_task, from_pretrained
 
-    model = auto_class(folder_task(artifact.path)).from_pretrained(artifact.path, use_safetensors=True).eval()
+    model = from_pretrained(auto_class(folder_task(artifact.path)), artifact.path, use_safetensors=True).eval()
     return evaluate_torch(model, tokenizer, data, max_length, ("test",))["test"]

@@ -1,10 +1,14 @@
 """Stage ``export``: the previous stage's torch model to ONNX, checked against torch, then fused,
 fp16 and mobile variants, each checked again.
 
-The folder it writes opens with ``onnxruntime.InferenceSession(folder / "model.onnx")`` and with
-optimum's ``ORTModelForSequenceClassification.from_pretrained(folder)`` (``ORTModelForTokenClassification``
-for a token classifier): the graph, config.json and the tokenizer sit side by side, under the file
-names optimum expects.
+The folder it writes opens with ``onnxruntime.InferenceSession(folder / "model.onnx")``, and, where
+optimum-onnx is installed, with ``ORTModelForSequenceClassification.from_pretrained(folder)``
+(``ORTModelForTokenClassification`` for a token classifier): the graph, config.json and the
+tokenizer sit side by side, under the file names optimum expects.
+
+Exporters: ``torch`` (the default) is ``torch.onnx.export(dynamo=True)``; ``torchscript`` the older
+TorchScript exporter; ``optimum`` optimum-onnx's exporter, only where optimum-onnx is installed
+(it requires transformers < 4.58, so not beside edgepress's default stack).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     files["model.onnx"]["ops"] = op_counts(load_onnx(ctx.out_dir / "model.onnx"))
     deployed = "model.onnx"
     if cfg.optimize:
-        files.update(_variants(ctx.out_dir, model, cfg, checked))
+        files.update(_variants(ctx.out_dir, model, cfg, checked, exporter))
         deployed = "model_optimized.onnx"
     if cfg.with_tokenizer:
         files[bundle.bundle_name(deployed)] = bundle.write_for_stage(ctx.out_dir / deployed, tokenizer, ctx.data, cfg.max_seq_length, cfg.atol)
@@ -65,17 +69,17 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     }
 
 
-def _variants(out_dir: Path, model: "PreTrainedModel", cfg: "ExportSection", checked) -> dict[str, Any]:
+def _variants(out_dir: Path, model: "PreTrainedModel", cfg: "ExportSection", checked, exporter: str) -> dict[str, Any]:
     files: dict[str, Any] = {}
-    stats, optimized = optimize_graph(
-        out_dir / "model.onnx", out_dir / "model_optimized.onnx", model.config.model_type, model.config.num_hidden_layers
+    stats = optimize_graph(
+        out_dir / "model.onnx", out_dir / "model_optimized.onnx", model.config.model_type, model.config.num_hidden_layers, exporter
     )
     files["model_optimized.onnx"] = {**checked("model_optimized.onnx", cfg.atol), **stats}
     if cfg.mobile:
         for path in write_ort_format(out_dir / "model_optimized.onnx", out_dir):
             files[path.name] = checked(path.name, cfg.atol) if path.suffix == ".ort" else {"bytes": path.stat().st_size}
     if cfg.fp16:
-        write_fp16(optimized, out_dir / "model_fp16.onnx")  # last: the conversion rewrites ``optimized`` in place
+        write_fp16(out_dir / "model_optimized.onnx", out_dir / "model_fp16.onnx")
         files["model_fp16.onnx"] = checked("model_fp16.onnx", cfg.fp16_atol)
     return files
 
@@ -99,34 +103,36 @@ def export_model(
     task: str = "text-classification",
 ) -> str:  # fmt: skip
     """Write ``model.onnx`` (dynamic batch and sequence axes), config.json and the tokenizer.
-
-    Returns the exporter used: optimum's where it knows the architecture, else torch.onnx.export."""
-    exporter = cfg.exporter
-    if exporter == "auto":
-        exporter = "optimum" if _optimum_supports(model.config.model_type, task) else "torch"
-    elif exporter == "optimum" and not _optimum_supports(model.config.model_type, task):
-        raise StageError(
-            f"optimum's ONNX exporter does not support {task} for model type {model.config.model_type!r}; "
-            "use export.exporter: torch (or auto)"
-        )
+    Returns the exporter used (``auto`` is ``torch``, the dynamo exporter)."""
+    exporter = "torch" if cfg.exporter == "auto" else cfg.exporter
+    if exporter == "optimum":
+        _check_optimum(model.config.model_type, task)
+    if exporter == "torch" and cfg.opset < 18:
+        raise StageError(f"the dynamo exporter writes opset 18 or later, not {cfg.opset}; set export.opset: 18, or export.exporter: torchscript")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes are expected
         if exporter == "optimum":
             _export_optimum(model, tokenizer, out_dir, cfg.opset, task)
         else:
-            _export_torch(model, tokenizer, out_dir, cfg.opset, task)
+            _export_torch(model, tokenizer, out_dir, cfg.opset, task, dynamo=exporter == "torch")
     return exporter
 
 
-def _optimum_supports(model_type: str, task: str) -> bool:
-    import optimum.exporters.onnx.model_configs  # noqa: F401  (importing it registers the architectures)
-    from optimum.exporters.tasks import TasksManager
-
+def _check_optimum(model_type: str, task: str) -> None:
     try:
-        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (importing it registers the architectures)
+        from optimum.exporters.tasks import TasksManager
+    except ImportError:
+        raise StageError(
+            "export.exporter: optimum needs optimum-onnx, which is not installed here (it requires transformers < 4.58); "
+            "use export.exporter: torch, the default, or run optimum in an environment of its own"
+        ) from None
+    try:
+        supported = task in TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
     except KeyError:
-        return False
-    return task in tasks
+        supported = False
+    if not supported:
+        raise StageError(f"optimum's ONNX exporter does not support {task} for model type {model_type!r}; use export.exporter: torch")
 
 
 def _export_optimum(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int, task: str) -> None:
@@ -138,20 +144,31 @@ def _export_optimum(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: i
     )
 
 
-def _export_torch(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int, task: str) -> None:
+def _export_torch(model: "PreTrainedModel", tokenizer, out_dir: Path, opset: int, task: str, dynamo: bool = True) -> None:
     import torch
 
+    # two texts of different lengths, padded: batch and sequence axes both above 1, so neither is fixed
     sample = tokenizer(["a short text", "a somewhat longer text to pad the batch"], padding=True, return_tensors="pt")
     # input_names are given to the graph inputs in the order of forward's parameters, not the tokenizer's
     names = [n for n in inspect.signature(model.forward).parameters if n in sample]
-    axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
-    # a token classifier's logits have a tag distribution per piece: the sequence axis is dynamic too
-    axes["logits"] = axes[names[0]] if task == "token-classification" else {0: "batch_size"}
     model.config.return_dict = True
-    torch.onnx.export(
-        model, (), str(out_dir / "model.onnx"), kwargs={n: sample[n] for n in names},
-        input_names=names, output_names=["logits"], dynamic_axes=axes,
-        opset_version=opset, dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
-    )  # fmt: skip
+    kwargs = {n: sample[n] for n in names}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = str(out_dir / "model.onnx")
+    if dynamo:
+        batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
+        program = torch.onnx.export(
+            model, (), kwargs=kwargs, dynamic_shapes={n: {0: batch, 1: sequence} for n in names},
+            input_names=names, output_names=["logits"], opset_version=opset, dynamo=True, verbose=False,
+        )  # fmt: skip
+        program.save(path)
+    else:
+        axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+        # a token classifier's logits have a tag distribution per piece: the sequence axis is dynamic too
+        axes["logits"] = axes[names[0]] if task == "token-classification" else {0: "batch_size"}
+        torch.onnx.export(
+            model, (), path, kwargs=kwargs, input_names=names, output_names=["logits"], dynamic_axes=axes,
+            opset_version=opset, dynamo=False,
+        )  # fmt: skip
     model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

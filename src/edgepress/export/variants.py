@@ -1,20 +1,23 @@
-"""The variants made from the exported graph: fused (ONNX Runtime's transformer optimizer), fp16,
-and the ORT mobile format. All three are ONNX Runtime's own tools; edgepress only chooses their
-settings and records what they did."""
+"""The variants made from the exported graph: fused, fp16, and the ORT mobile format. Each is a
+library's own tool (onnxscript's ORT fusions or ONNX Runtime's transformer optimizer, ONNX
+Runtime's fp16 converter and ORT-format tool); edgepress only chooses their settings and records
+what they did.
+
+Which fusion: ONNX Runtime's transformer optimizer matches the attention pattern of TorchScript
+exports (and optimum's), but fuses no attention in a graph from the dynamo exporter
+(``torch.onnx.export(dynamo=True)``); onnxscript's ``optimize_for_ort`` fuses attention,
+SkipLayerNormalization and BiasGelu in those graphs into the same ONNX Runtime contrib operators."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgepress.errors import StageError
 from edgepress.export.runtime import quiet_onnxruntime
-
-if TYPE_CHECKING:
-    from onnxruntime.transformers.onnx_model import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +26,45 @@ ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 OPTIMIZER_MODEL_TYPES = {"bart": "bart", "gpt2": "gpt2", "t5": "t5", "vit": "vit", "swin": "swin"}
 
 
-def optimize_graph(source: Path, target: Path, model_type: str, num_layers: int) -> tuple[dict, "OnnxModel"]:
-    """Fuse attention, LayerNorm, GELU and bias ops into ``target``; return the fused-op counts.
+FUSED_OPS = (
+    "Attention", "MultiHeadAttention", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "LayerNormalization",
+    "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "BiasSplitGelu", "RotaryEmbedding",
+)  # fmt: skip
+DYNAMO = "torch"  # the exporter name of torch.onnx.export(dynamo=True) in the recipe
 
-    Head count and width are detected per attention node (``num_heads=0``), so that layers with
+
+def optimize_graph(source: Path, target: Path, model_type: str, num_layers: int, exporter: str = DYNAMO) -> dict:
+    """Fuse attention, LayerNorm, GELU and bias ops into ``target``; return the fused-op counts.
+    A dynamo export is fused by onnxscript, a TorchScript or optimum export by ONNX Runtime (see above)."""
+    if exporter == DYNAMO:
+        stats = _fuse_onnxscript(source, target)
+    else:
+        stats = _fuse_onnxruntime(source, target, model_type)
+    attention = sum(stats["fused_ops"].get(op, 0) for op in ATTENTION_OPS)
+    stats.update(attention_fused_layers=attention, layers=num_layers)
+    if attention < num_layers:
+        log.warning(
+            "attention was fused in %d of %d layers: ONNX Runtime will run the unfused ops there, slower. "
+            "Export with eager attention (the default here) and a supported architecture to get it fused.",
+            attention,
+            num_layers,
+        )
+    return stats
+
+
+def _fuse_onnxscript(source: Path, target: Path) -> dict:
+    import onnx
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model, _ = optimize_for_ort(ir.load(str(source)))
+    ir.save(model, str(target))
+    ops = Counter(node.op_type for node in onnx.load(str(target), load_external_data=False).graph.node)
+    return {"fusion": "onnxscript.rewriter.ort_fusions", "fused_ops": {op: ops[op] for op in FUSED_OPS if ops.get(op)}}
+
+
+def _fuse_onnxruntime(source: Path, target: Path, model_type: str) -> dict:
+    """Head count and width are detected per attention node (``num_heads=0``), so that layers with
     different head counts after pruning fuse too. ``opt_level=1`` applies only ONNX Runtime's basic,
     hardware-independent rewrites, so the file stays portable (to ARM, to GPU)."""
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -40,23 +78,18 @@ def optimize_graph(source: Path, target: Path, model_type: str, num_layers: int)
         )  # fmt: skip
         fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     optimized.save_model_to_file(str(target))
-    attention = sum(fused.get(op, 0) for op in ATTENTION_OPS)
-    stats = {"optimizer_model_type": kind, "fused_ops": fused, "attention_fused_layers": attention, "layers": num_layers}
-    if attention < num_layers:
-        log.warning(
-            "attention was fused in %d of %d layers: ONNX Runtime will run the unfused ops there, slower. "
-            "Export with eager attention (the default here) and a supported architecture to get it fused.",
-            attention,
-            num_layers,
-        )
-    return stats, optimized
+    return {"fusion": "onnxruntime.transformers.optimizer", "optimizer_model_type": kind, "fused_ops": fused}
 
 
-def write_fp16(optimized: "OnnxModel", target: Path) -> None:
+def write_fp16(source: Path, target: Path) -> None:
     """fp16 weights and math with fp32 inputs and outputs (``keep_io_types``), for GPU targets.
 
     Ops that are unstable in fp16 (LayerNorm statistics, Softmax sums) are kept fp32 by ONNX Runtime's
     converter; on CPU, ONNX Runtime inserts casts where it has no fp16 kernel, so it still runs."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    optimized = OnnxModel(onnx.load(str(source)))
     with quiet_onnxruntime():
         optimized.convert_float_to_float16(keep_io_types=True)
     optimized.save_model_to_file(str(target))

@@ -12,8 +12,10 @@ from edgepress.recipe.sections import Section
 class ExportSection(Section):
     """ONNX export of the previous stage's model, checked against torch, plus optimized, fp16 and mobile variants."""
 
-    exporter: Literal["auto", "optimum", "torch"] = Field(
-        "auto", description="optimum's exporter, torch.onnx.export (TorchScript), or auto: optimum where it knows the architecture."
+    exporter: Literal["auto", "torch", "torchscript", "optimum"] = Field(
+        "auto",
+        description="torch: torch.onnx.export(dynamo=True); torchscript: its older TorchScript exporter; optimum: "
+        "optimum-onnx's exporter, where installed (it needs transformers < 4.58); auto: torch.",
     )
     opset: int = Field(18, ge=14, le=21, description="ONNX opset of the exported graph.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated to this many tokens for the checks.")
@@ -21,7 +23,9 @@ class ExportSection(Section):
         8, ge=2, le=256, description="Real validation texts of spread-out lengths run through torch and ONNX Runtime."
     )
     atol: float = Field(1e-4, gt=0, description="Largest allowed |torch - ONNX| logit difference for fp32 graphs.")
-    optimize: bool = Field(True, description="Also write model_optimized.onnx, fused by ONNX Runtime's transformer optimizer.")
+    optimize: bool = Field(
+        True, description="Also write model_optimized.onnx with attention, LayerNorm and GELU fused into ONNX Runtime's contrib operators."
+    )
     fp16: bool = Field(False, description="Also write model_fp16.onnx (fp16 weights and math, fp32 inputs/outputs) for GPUs.")
     fp16_atol: float = Field(2e-2, gt=0, description="Largest allowed logit difference for the fp16 graph.")
     mobile: bool = Field(True, description="Also write the ORT mobile format (.ort) and its required-operators config.")

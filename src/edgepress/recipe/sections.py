@@ -116,6 +116,9 @@ class TrainingSection(Section):
     )
     early_stopping_threshold: float = Field(0.0, ge=0, description="Smallest improvement that counts.")
     logging_steps: int = Field(10, gt=0, description="Log the training loss every N steps.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Mixed precision of the training steps (torch autocast): bf16 (GPUs since Ampere, CPUs with AMX) or fp16 (CUDA only)."
+    )
     checkpoint_steps: int = Field(
         500, gt=0, description="Evaluate and checkpoint every N steps (and once an epoch): a killed run resumes from the last checkpoint."
     )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from edgepress import encoders
 from edgepress.compress.pruning import surgery
 from edgepress.compress.pruning.importance import Scores
 from edgepress.compress.pruning.plan import Baseline, plan_fractions
@@ -52,12 +53,12 @@ def prune_like(model: "PreTrainedModel", recipe: Recipe) -> None:
     """Remove as many layers, heads and FFN neurons as the prune stage would (the first ones: the
     stage picks them by importance, which needs a trained model)."""
     cfg = recipe.prune
-    depth = len(surgery.layers(model))
+    depth = len(encoders.layers(model))
     drop = list(cfg.drop_layers)
     drop += [i for i in range(depth) if i not in drop][: cfg.drop_least_important_layers]
     if drop and len(drop) < depth:
         surgery.drop_layers(model, sorted(drop))
-    views = surgery.layers(model)
+    views = encoders.layers(model)
     base = Baseline([v.num_heads for v in views], views[0].ffn_size, {})
     flat = Scores([torch.zeros(v.num_heads) for v in views], [torch.zeros(v.ffn_size) for v in views])
     cut = plan_fractions(flat, views, base, cfg, cfg.steps)  # ties: the earliest positions
@@ -73,10 +74,10 @@ def _export_like(model: "PreTrainedModel", tokenizer, recipe: Recipe, data: "Spl
     from edgepress.export.onnx import export_model
     from edgepress.export.variants import optimize_graph
 
-    export_model(model, tokenizer, work, recipe.export)
+    exporter = export_model(model, tokenizer, work, recipe.export)
     deployed = work / "model.onnx"
     if recipe.export.optimize:
-        optimize_graph(deployed, work / "model_optimized.onnx", model.config.model_type, model.config.num_hidden_layers)
+        optimize_graph(deployed, work / "model_optimized.onnx", model.config.model_type, model.config.num_hidden_layers, exporter)
         deployed = work / "model_optimized.onnx"
     if "quantize" not in recipe.stages:
         return deployed

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from edgepress.compress.pruning.surgery import LayerView, layers, skipping
+from edgepress.compress.pruning.surgery import skipping
 from edgepress.data.features import encode, text_slice
+from edgepress.encoders import LayerView, layers
 from edgepress.tasks.tagging import IGNORE, encode_labelled, is_words
 
 if TYPE_CHECKING:

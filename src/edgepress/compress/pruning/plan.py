@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from edgepress.compress.pruning.importance import Scores
-from edgepress.compress.pruning.surgery import LayerView, head_cost, neuron_cost
+from edgepress.compress.pruning.surgery import head_cost, neuron_cost
+from edgepress.encoders import LayerView
 from edgepress.errors import StageError
 from edgepress.recipe.sections import PruneSection
 

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepress import distributed
+from edgepress import distributed, encoders
 from edgepress.compress.pruning import importance, surgery, vocabulary
 from edgepress.compress.pruning.plan import Baseline, Cut, plan_budget, plan_fractions
 from edgepress.compress.training.distill import projections_for, teacher_outputs_for, train_with_teacher
@@ -71,8 +71,8 @@ def _steps(ctx: "StageContext", model, tokenizer, rows: dict[str, list], sample:
     """Every pruning step, each with its recovery; returns their reports and the recovery teacher."""
     teacher = Teacher(ctx, model, tokenizer, rows)
     base = Baseline(
-        [v.num_heads for v in surgery.layers(model)],
-        surgery.layers(model)[0].ffn_size,
+        [v.num_heads for v in encoders.layers(model)],
+        encoders.layers(model)[0].ffn_size,
         {"params": before["encoder_parameters"], "flops": before["encoder_flops_per_token"]},
     )
     return [_step(ctx, model, tokenizer, sample, base, teacher, k) for k in range(1, ctx.recipe.prune.steps + 1)], teacher.source
@@ -129,7 +129,7 @@ def _sample(rows: dict[str, list], count: int, seed: int) -> dict[str, list]:
 
 def _drop_layers(model: "PreTrainedModel", sample: list[dict], cfg) -> dict[str, Any]:
     """Remove the listed layers, then the least important ones; returns what was removed and why."""
-    depth = len(surgery.layers(model))
+    depth = len(encoders.layers(model))
     if cfg.drop_layers and max(cfg.drop_layers) >= depth:
         raise RecipeError(f"prune.drop_layers names layer {max(cfg.drop_layers)} but the model has {depth} layers (0-{depth - 1})")
     if len(cfg.drop_layers) + cfg.drop_least_important_layers >= depth:
@@ -157,8 +157,8 @@ class Teacher:
         model, teacher_tokenizer = _load(ctx, self.source)
         if cfg.loss.hidden_weight > 0 and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise RecipeError("the teacher's tokenizer differs from the model's, so prune.loss.hidden_weight must be 0")
-        depth = len(surgery.layers(student))
-        self.mapping = layer_map(cfg.loss, Student(student, tokenizer, None), depth, len(surgery.layers(model)))
+        depth = len(encoders.layers(student))
+        self.mapping = layer_map(cfg.loss, Student(student, tokenizer, None), depth, len(encoders.layers(model)))
         self.outputs = teacher_outputs_for(ctx, cfg, teacher_hash, model, teacher_tokenizer, rows, self.mapping)
         self.projections = projections_for(student, model.config.hidden_size, self.mapping, cfg.loss.hidden_weight > 0)
         self.rows = rows
@@ -191,7 +191,7 @@ def _hub_id(name: str) -> bool:
 
 def _step(ctx: "StageContext", model, tokenizer, sample: list[dict], base: Baseline, teacher: Teacher, k: int) -> dict:
     cfg = ctx.recipe.prune
-    views = surgery.layers(model)
+    views = encoders.layers(model)
     scores = distributed.computed_once(lambda: importance.unit_scores(model, sample, cfg.importance, ctx.recipe.seed + k))
     cut = _plan(model, scores, views, base, cfg, k)
     surgery.remove_heads(model, cut.heads)

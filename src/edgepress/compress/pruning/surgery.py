@@ -1,8 +1,8 @@
 """Physical removal of attention heads, FFN neurons and encoder layers, and the size they leave.
 
-Heads go through Transformers' own ``prune_heads``, which slices the query/key/value and output
-matrices and records the heads in ``config.pruned_heads``; ``from_pretrained`` replays that record,
-so the artifact reloads without edgepress. Nothing in Transformers removes FFN neurons or layers:
+Heads are cut by ``encoders.slice_heads`` and recorded in ``config.pruned_heads`` (the original
+head numbers per layer), which loading replays (see encoders.py). Nothing in Transformers removes
+FFN neurons or layers:
 neurons are removed with its ``prune_linear_layer`` (rows of the up-projection, columns of the
 down-projection), and the config's single ``intermediate_size`` is why every layer must keep the
 same number of them. Layers are removed from the encoder's module list and the config's depth.
@@ -11,104 +11,27 @@ same number of them. Layers are removed from the encoder's module list and the c
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from edgepress.errors import ModelError
+from edgepress.encoders import LayerView, get_path, layers, layout_of, original_heads, pruned_heads, set_path, slice_heads
 
 if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a family of encoders keeps the parts that pruning cuts, as attribute paths."""
-
-    layers: str  # the encoder's ModuleList, from the base model
-    attention: str  # the module whose prune_heads Transformers calls, from a layer
-    attention_output: str  # the Linear that reads the concatenated heads, from a layer
-    ffn_in: str
-    ffn_out: str
-    num_heads: str  # attribute of the attention's heads counter (updated by prune_heads)
-    depth_key: str  # config keys
-    heads_key: str
-    ffn_key: str
-
-
-BERT = Layout(
-    "encoder.layer", "attention", "attention.output.dense", "intermediate.dense", "output.dense",
-    "attention.self.num_attention_heads", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-)  # fmt: skip
-DISTILBERT = Layout(
-    "transformer.layer", "attention", "attention.out_lin", "ffn.lin1", "ffn.lin2",
-    "attention.n_heads", "n_layers", "n_heads", "hidden_dim",
-)  # fmt: skip
-# BERT's layout is shared by the encoders derived from it
-LAYOUTS = {"bert": BERT, "roberta": BERT, "xlm-roberta": BERT, "electra": BERT, "camembert": BERT, "distilbert": DISTILBERT}
-
-
-def _get(root: object, path: str) -> object:
-    for name in path.split("."):
-        root = getattr(root, name)
-    return root
-
-
-def layout_of(model: "PreTrainedModel") -> Layout:
-    layout = LAYOUTS.get(model.config.model_type)
-    if layout is None:
-        raise ModelError(
-            f"structured pruning supports {', '.join(sorted(LAYOUTS))} encoders, not {model.config.model_type!r}; "
-            "distill into one of those first (distill.student), or skip the prune stage"
-        )
-    return layout
-
-
-@dataclass
-class LayerView:
-    """One encoder layer's prunable parts."""
-
-    module: "nn.Module"
-    layout: Layout
-
-    def part(self, name: str) -> "nn.Module":
-        return _get(self.module, getattr(self.layout, name))
-
-    @property
-    def num_heads(self) -> int:
-        return int(_get(self.module, self.layout.num_heads))
-
-    @property
-    def head_size(self) -> int:
-        return self.part("attention_output").in_features // self.num_heads
-
-    @property
-    def ffn_size(self) -> int:
-        return self.part("ffn_in").out_features
-
-
-def layers(model: "PreTrainedModel") -> list[LayerView]:
-    layout = layout_of(model)
-    return [LayerView(module, layout) for module in _get(model.base_model, layout.layers)]
-
-
-def original_heads(model: "PreTrainedModel", layer: int) -> list[int]:
-    """The original head numbers that layer ``layer`` still has, in the order of its weights.
-    ``prune_heads`` takes original numbers, the weights hold the remaining heads in order."""
-    total = getattr(model.config, layout_of(model).heads_key)
-    gone = set(model.config.pruned_heads.get(layer, ()))
-    return [h for h in range(total) if h not in gone]
-
-
 def remove_heads(model: "PreTrainedModel", positions: dict[int, list[int]]) -> None:
-    """Remove heads given by their current position in each layer."""
-    request = {}
+    """Remove heads given by their current position in each layer, and record their original
+    numbers in ``config.pruned_heads``."""
+    record = pruned_heads(model.config)
+    views = layers(model)
     for layer, where in positions.items():
-        if where:
-            remaining = original_heads(model, layer)
-            request[layer] = [remaining[p] for p in where]
-    if request:
-        model.prune_heads(request)
+        if not where:
+            continue
+        remaining = original_heads(model, layer)
+        record[layer] = sorted(set(record.get(layer, [])) | {remaining[p] for p in where})
+        slice_heads(views[layer], sorted(set(where)))
+    model.config.pruned_heads = {k: v for k, v in sorted(record.items()) if v}
 
 
 def remove_neurons(model: "PreTrainedModel", positions: dict[int, list[int]]) -> None:
@@ -125,8 +48,8 @@ def remove_neurons(model: "PreTrainedModel", positions: dict[int, list[int]]) ->
         if not gone:
             continue
         keep = torch.tensor([n for n in range(view.ffn_size) if n not in gone], dtype=torch.long)
-        _set(view.module, view.layout.ffn_in, prune_linear_layer(view.part("ffn_in"), keep, dim=0))
-        _set(view.module, view.layout.ffn_out, prune_linear_layer(view.part("ffn_out"), keep, dim=1))
+        set_path(view.module, view.layout.ffn_in, prune_linear_layer(view.part("ffn_in"), keep, dim=0))
+        set_path(view.module, view.layout.ffn_out, prune_linear_layer(view.part("ffn_out"), keep, dim=1))
     setattr(model.config, layout_of(model).ffn_key, sizes.pop())
 
 
@@ -141,7 +64,7 @@ def drop_layers(model: "PreTrainedModel", drop: list[int]) -> list[int]:
     owner, attr = _layer_list(model)
     setattr(owner, attr, nn.ModuleList(views[i].module for i in kept))
     setattr(model.config, layout_of(model).depth_key, len(kept))
-    old = {int(k): v for k, v in model.config.pruned_heads.items()}
+    old = pruned_heads(model.config)
     model.config.pruned_heads = {new: old[i] for new, i in enumerate(kept) if old.get(i)}
     return kept
 
@@ -162,12 +85,9 @@ def skipping(model: "PreTrainedModel", skip: int) -> Iterator[None]:
 
 def _layer_list(model: "PreTrainedModel") -> tuple["nn.Module", str]:
     owner, _, attr = layout_of(model).layers.rpartition(".")
-    return _get(model.base_model, owner), attr
+    return get_path(model.base_model, owner), attr
 
 
-def _set(root: "nn.Module", path: str, value: "nn.Module") -> None:
-    owner, _, attr = path.rpartition(".")
-    setattr(_get(root, owner), attr, value)
 
 
 # --------------------------------------------------------------------------- size

@@ -79,7 +79,8 @@ def _from_config(teacher: "PreTrainedModel", spec: StudentSection, depth: int, a
         raise RecipeError(
             f"student hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}"
         )
-    config.pruned_heads = {}
+    if getattr(config, "pruned_heads", None):  # the student keeps every head of the layers it copies
+        config.pruned_heads = {}
     return auto_class(task_of(teacher.config)).from_config(config, attn_implementation=attn)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepress import distributed
+from edgepress.errors import StageError
 from edgepress.recipe.sections import TrainingSection
 from edgepress.running.runs import CHECKPOINTS
 
@@ -35,6 +36,8 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
     # Evaluate and checkpoint every checkpoint_steps, at least once an epoch and once a run, so that
     # the best model can always be picked, early stopping has a signal, and a kill loses little.
     every = max(1, min(steps_per_epoch, total_steps, cfg.checkpoint_steps))
+    if cfg.precision == "fp16" and not torch.cuda.is_available():
+        raise StageError("precision fp16 trains with CUDA's fp16 autocast, and PyTorch sees no CUDA device; use precision: bf16 or fp32")
     return TrainingArguments(
         output_dir=str(work),
         learning_rate=cfg.learning_rate,
@@ -43,7 +46,9 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        warmup_ratio=cfg.warmup_ratio,
+        # steps, not warmup_ratio: Transformers 5 dropped that argument (its warmup_steps takes a
+        # ratio below 1); ceil(steps x ratio) is how both versions turn a ratio into steps
+        warmup_steps=math.ceil(total_steps * cfg.warmup_ratio),
         lr_scheduler_type=cfg.lr_scheduler,
         weight_decay=cfg.weight_decay,
         eval_strategy="steps",
@@ -57,6 +62,8 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         greater_is_better=True,
         logging_steps=cfg.logging_steps,
         report_to="none",
+        bf16=cfg.precision == "bf16",
+        fp16=cfg.precision == "fp16",
         seed=seed,
         data_seed=seed,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -131,6 +138,7 @@ def train_summary(trainer: "Trainer", result: Any, cfg: TrainingSection) -> dict
         "epochs": round(state.epoch or 0.0, 3),
         f"best_validation_{cfg.metric_for_best_model}": state.best_metric,
         "best_step": _checkpoint_step(state.best_model_checkpoint),
+        "loss_curve": [[h["step"], round(h["loss"], 5)] for h in state.log_history if "loss" in h],  # [step, loss] per logging step
     }
 
 
