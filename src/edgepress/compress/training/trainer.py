@@ -69,6 +69,11 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
         ddp_backend=distributed.backend(),  # gloo on CPU under torchrun; None alone
+        # Transformers 5 multiplies the loss by the process count when the model's forward takes
+        # **kwargs, expecting a loss summed over tokens and divided by the global count; BERT's heads
+        # and edgepress's distillation losses are local means, so that would double the gradients
+        # under two processes (and change what gradient clipping does): DDP's mean is the right one.
+        average_tokens_across_devices=False,
         use_cpu=distributed.on_cpu(),
         **overrides,
     )
