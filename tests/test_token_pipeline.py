@@ -70,7 +70,7 @@ def test_export_is_a_token_classifier_that_matches_torch(tagged_run):
 
     folder = tagged_run["export"]
     report = metrics(folder)
-    assert report["exporter"] == "torchscript" and report["test"]["f1"] >= 0.9
+    assert report["exporter"] == "torch" and report["test"]["f1"] >= 0.9
     for name in ("model.onnx", "model_optimized.onnx"):
         parity = report["files"][name]["parity"]
         assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["examples"] == 16

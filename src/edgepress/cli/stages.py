@@ -201,7 +201,7 @@ def export(
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
     task: Optional[str] = TaskOption,
-    exporter: Optional[str] = typer.Option(None, help="torchscript (the default), torch (torch.onnx.export with dynamo), or optimum (where optimum-onnx is installed)."),
+    exporter: Optional[str] = typer.Option(None, help="torch (torch.onnx.export with dynamo, the default), torchscript, or optimum (where optimum-onnx is installed)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)."),
     atol: Optional[float] = typer.Option(None, help="Largest allowed |torch - ONNX| logit difference (default 1e-4)."),
     optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize", help="Write the fused graph too (default on)."),

@@ -6,8 +6,8 @@ optimum-onnx is installed, with ``ORTModelForSequenceClassification.from_pretrai
 (``ORTModelForTokenClassification`` for a token classifier): the graph, config.json and the
 tokenizer sit side by side, under the file names optimum expects.
 
-Exporters: ``torchscript`` (the default, see ``export_model``) is ``torch.onnx.export(dynamo=False)``;
-``torch`` is ``torch.onnx.export(dynamo=True)``, fused by onnxscript; ``optimum`` optimum-onnx's exporter, only where optimum-onnx is installed
+Exporters: ``torch`` (the default) is ``torch.onnx.export(dynamo=True)``, fused by onnxscript;
+``torchscript`` the older TorchScript exporter; ``optimum`` optimum-onnx's exporter, only where optimum-onnx is installed
 (it requires transformers < 4.58, so not beside edgepress's default stack).
 """
 
@@ -103,12 +103,11 @@ def export_model(
     task: str = "text-classification",
 ) -> str:  # fmt: skip
     """Write ``model.onnx`` (dynamic batch and sequence axes), config.json and the tokenizer.
-    Returns the exporter used. ``auto`` is ``torchscript`` for now: measured here, ONNX Runtime's
-    dynamic quantization turns none of the Attention operators that onnxscript fuses in a dynamo
-    graph into QAttention (attention would stay fp32 in the int8 model), while the TorchScript
-    graph fused by ONNX Runtime's optimizer quantizes them; and the TorchScript export takes 0.2 s
-    where the dynamo one takes 7-9 s on a tiny BERT."""
-    exporter = "torchscript" if cfg.exporter == "auto" else cfg.exporter
+    Returns the exporter used: ``auto`` is ``torch``, the dynamo exporter. Measured here under
+    Transformers 5: neither ONNX Runtime's optimizer nor onnxscript fuses attention in a TorchScript
+    graph of its BERT, while onnxscript fuses it in the dynamo graph (ONNX Runtime's dynamic int8
+    quantization then leaves that Attention in fp32 and quantizes the other matrix products)."""
+    exporter = "torch" if cfg.exporter == "auto" else cfg.exporter
     if exporter == "optimum":
         _check_optimum(model.config.model_type, task)
     if exporter == "torch" and cfg.opset < 18:

@@ -15,8 +15,7 @@ class ExportSection(Section):
     exporter: Literal["auto", "torch", "torchscript", "optimum"] = Field(
         "auto",
         description="torch: torch.onnx.export(dynamo=True); torchscript: its older TorchScript exporter; optimum: "
-        "optimum-onnx's exporter, where installed (it needs transformers < 4.58); auto: torchscript, whose fused "
-        "attention ONNX Runtime quantizes (see docs/stages.md).",
+        "optimum-onnx's exporter, where installed (it needs transformers < 4.58); auto: torch.",
     )
     opset: int = Field(18, ge=14, le=21, description="ONNX opset of the exported graph.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated to this many tokens for the checks.")
