@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_the_dynamo_export_of_each_task_takes_any_batch_and_length(tmp_path, tas
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from edgepress.export.variants import optimize_graph
+    from edgepress.export.fusion import optimize_graph
 
     if task == "text-classification":
         model, tokenizer = load_trained(ModelSection(name_or_path=str(tiny_classifier)), attn_implementation="eager")
@@ -162,13 +163,17 @@ def test_the_dynamo_export_of_each_task_takes_any_batch_and_length(tmp_path, tas
     assert export_model(model, tokenizer, tmp_path, ExportSection(exporter="torch"), task) == "torch"
     stats = optimize_graph(tmp_path / "model.onnx", tmp_path / "fused.onnx", "bert", 2, "torch")
     assert stats["fusion"] == "onnxscript.rewriter.ort_fusions" and stats["attention_fused_layers"] == 2
-    assert {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node} >= {"Attention", "SkipLayerNormalization"}
-    # measured, and recorded in docs/stages.md: ONNX Runtime's dynamic quantization leaves this attention in fp32
+    assert stats["attention_mask_index"] == 2  # the padding mask as mask_index: the form the int8 quantizer handles
+    fused = onnx.load(str(tmp_path / "fused.onnx")).graph
+    assert {n.op_type for n in fused.node} >= {"Attention", "SkipLayerNormalization"}
+    # one folded q/k/v weight per layer: no fp32 parts left beside the int8 copy after quantization
+    initializers = {i.name for i in fused.initializer}
+    assert all(n.input[1] in initializers for n in fused.node if n.op_type == "Attention")
     from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(str(tmp_path / "fused.onnx"), str(tmp_path / "int8.onnx"))
-    int8_ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
-    assert "MatMulInteger" in int8_ops and "Attention" in int8_ops and "QAttention" not in int8_ops
+    int8_ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node)
+    assert int8_ops["QAttention"] == 2 and int8_ops["Attention"] == 0 and int8_ops["MatMulInteger"] >= 4
     generator = torch.Generator().manual_seed(0)
     for batch, length in ((1, 5), (3, 40), (3, 5), (1, 40)):
         inputs = {"input_ids": torch.randint(5, 40, (batch, length), generator=generator), "attention_mask": torch.ones(batch, length, dtype=torch.long),
@@ -191,3 +196,40 @@ def test_the_optimum_exporter_without_optimum_onnx_is_one_line(tmp_path, tiny_cl
     args = ["export", "--model", str(tiny_classifier), "--data", str(tiny_csv), "--output-dir", str(tmp_path / "runs"), "--set", "export.exporter=optimum"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "export.exporter: optimum needs optimum-onnx, which is not installed here" in result.stderr
+
+
+@pytest.mark.parametrize("bias", ["mask", "learned", "mask-unequal-sizes"])
+def test_only_a_padding_mask_bias_becomes_a_mask_index(bias):
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgepress.export.fusion import attention_mask_index
+
+    hidden, sizes = 8, [8, 8, 8] if bias != "mask-unequal-sizes" else [8, 8, 4]
+    weights = numpy_helper.from_array(np.zeros((hidden, sum(sizes)), np.float32), "w")
+    learned = numpy_helper.from_array(np.ones((1, 2, 3, 3), np.float32), "learned")
+    # a padding mask turned into an additive bias, the way the dynamo export of BERT does it
+    mask_nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["mask_bool"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["mask_bool", "zero", "lowest"], ["bias"]),
+    ]
+    attention = helper.make_node(
+        "Attention", ["x", "w", "", "", "", "bias" if bias != "learned" else "learned"], ["y"],
+        domain="com.microsoft", num_heads=2, qkv_hidden_sizes=sizes,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [*mask_nodes, attention], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", hidden]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", hidden])],
+        [weights, learned, numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.float32(-3e38), "lowest")],
+    )  # fmt: skip
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]))
+    rewritten = attention_mask_index(model)
+    node = next(n for n in model.graph if n.op_type == "Attention")
+    if bias == "mask":
+        assert rewritten == 1 and len(node.inputs) == 4 and "qkv_hidden_sizes" not in node.attributes
+        assert node.inputs[3].producer().op_type == "Cast" and node.inputs[3].producer().inputs[0].name == "attention_mask"
+        assert not any(n.op_type == "Where" for n in model.graph)  # the float bias is gone
+    else:
+        assert rewritten == 0 and len(node.inputs) == 6 and "qkv_hidden_sizes" in node.attributes

@@ -56,7 +56,7 @@ def test_the_probe_has_the_shape_the_prune_stage_produces(tmp_path, tiny_classif
     from edgepress.export.runtime import load_onnx, op_counts
 
     ops = op_counts(load_onnx(path))
-    assert ops.get("DynamicQuantizeLinear", 0) > 0 and ops.get("MatMulInteger", 0) > 0  # int8 matrix products, as quantize deploys
+    assert ops.get("MatMulInteger", 0) > 0 and ops.get("QAttention", 0) > 0 and ops.get("Attention", 0) == 0  # int8, as quantize deploys
 
 
 def test_a_distilled_probe_has_the_students_depth_and_a_budget_is_not_probed(tmp_path, tiny_classifier, tiny_csv):

@@ -23,7 +23,8 @@ from edgepress.errors import StageError
 from edgepress.export import bundle
 from edgepress.export.parity import check_parity, parity_cases, torch_references
 from edgepress.export.runtime import evaluate_onnx, load_onnx, op_counts, open_session
-from edgepress.export.variants import optimize_graph, write_fp16, write_ort_format
+from edgepress.export.fusion import optimize_graph
+from edgepress.export.variants import write_fp16, write_ort_format
 from edgepress.models import load_trained
 
 if TYPE_CHECKING:
@@ -105,8 +106,7 @@ def export_model(
     """Write ``model.onnx`` (dynamic batch and sequence axes), config.json and the tokenizer.
     Returns the exporter used: ``auto`` is ``torch``, the dynamo exporter. Measured here under
     Transformers 5: neither ONNX Runtime's optimizer nor onnxscript fuses attention in a TorchScript
-    graph of its BERT, while onnxscript fuses it in the dynamo graph (ONNX Runtime's dynamic int8
-    quantization then leaves that Attention in fp32 and quantizes the other matrix products)."""
+    graph of its BERT, while onnxscript fuses it in the dynamo graph (see ``fusion``)."""
     exporter = "torch" if cfg.exporter == "auto" else cfg.exporter
     if exporter == "optimum":
         _check_optimum(model.config.model_type, task)

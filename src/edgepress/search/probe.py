@@ -72,7 +72,7 @@ def _export_like(model: "PreTrainedModel", tokenizer, recipe: Recipe, data: "Spl
     from edgepress.compress.quantization.configs import first_config, resolve_target
     from edgepress.compress.quantization.search import Calibration, quantize
     from edgepress.export.onnx import export_model
-    from edgepress.export.variants import optimize_graph
+    from edgepress.export.fusion import optimize_graph
 
     exporter = export_model(model, tokenizer, work, recipe.export)
     deployed = work / "model.onnx"
