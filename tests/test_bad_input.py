@@ -120,6 +120,22 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
                                       "--output-dir", str(w.root / "runs"), "--name", "inc-no-torch"]),  # fmt: skip
         **_token_cases(w, run),
         **_first_use_cases(w, run),
+        **_transfer_cases(w, run),
+    }
+
+
+def _transfer_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
+    """Issue 30: bad sources of distillation transfer text (the teacher is the tiny fine-tuned model)."""
+
+    def distill(name: str, source: Path) -> Case:
+        recipe = {**w.finetune(name), "stages": ["distill"], "distill": {"epochs": 1, "max_seq_length": 16, "transfer": {"source": str(source)}}}
+        return run(w.recipe(name, recipe))
+
+    return {
+        "transfer-missing": lambda: distill("t1", w.root / "no-such-texts.txt"),
+        "transfer-empty": lambda: distill("t2", w.file("blank.txt", "\n  \n")),
+        "transfer-column": lambda: distill("t3", w.file("bodies.csv", "body\nsome words\nmore words\n")),
+        "transfer-undecodable": lambda: distill("t4", w.file("latin.txt", b"caf\xe9 au lait\n")),
     }
 
 

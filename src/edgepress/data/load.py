@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -41,6 +41,8 @@ class SplitData:
     task: str = "text-classification"  # or "token-classification"
     label_all_pieces: bool = False  # token classification: every piece of a word carries its tag in training
     strict_entities: bool = True  # token classification: seqeval's strict IOB2 entity matching
+    # the training rows data.max_train_samples left out, labels dropped (columns text, text_pair)
+    left_out: dict[str, list] = field(default_factory=dict)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -88,10 +90,16 @@ def load_data(cfg: DataSection, task: str = "text-classification") -> SplitData:
         if name in frames:
             handler.check_seen(frames[name], labels, raw[name].origin)
     frames = _split_missing(frames, cfg, stratify=handler.stratify)
+    left_out = None
     if cfg.max_train_samples and len(frames["train"]) > cfg.max_train_samples:
-        frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed)
+        train = frames["train"].reset_index(drop=True)
+        frames["train"] = train.sample(n=cfg.max_train_samples, random_state=cfg.split_seed)
+        left_out = train.drop(frames["train"].index)
     handler.check_splits(frames, raw["train"].origin)
     data = _to_split_data(frames, labels, handler)
+    if left_out is not None:
+        columns = handler.columns(left_out, data.label2id)
+        data = replace(data, left_out={k: v for k, v in columns.items() if k != "label"})
     if task == "token-classification":
         strict = cfg.entity_matching == "strict"
         data = replace(data, task=task, label_all_pieces=cfg.label_all_pieces, strict_entities=strict)

@@ -207,11 +207,33 @@ class AugmentSection(Section):
     )
 
 
+class TransferSection(Section):
+    """Unlabelled text the teacher labels once into its cache, distilled on beside the training set
+    (XtremeDistil's transfer set). Evaluation texts and repeats are dropped."""
+
+    source: Optional[str] = Field(
+        None,
+        description="A .txt file (one text per line; for token classification one sentence, words separated by spaces), "
+        "a csv/tsv/jsonl/parquet file (see column), a folder of such files, or a Hub dataset id.",
+    )
+    column: str = Field("text", description="The column with the texts in a table or Hub dataset (words: a list or a string).")
+    split: str = Field("train", description="The split of a Hub dataset to read.")
+    unused_train: bool = Field(
+        False, description="Add the training rows that data.max_train_samples leaves out, without their labels."
+    )
+    max_texts: int = Field(50_000, gt=0, description="At most this many transfer texts (a seeded sample of what is read).")
+
+    @property
+    def on(self) -> bool:
+        return bool(self.source) or self.unused_train
+
+
 class DistillSection(TrainingSection):
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
     student: StudentSection = Field(default_factory=StudentSection, description="The student to train.")
     loss: DistillLossSection = Field(default_factory=DistillLossSection, description="The loss terms and weights.")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Transfer-set augmentation.")
+    transfer: TransferSection = Field(default_factory=TransferSection, description="Unlabelled text the teacher labels.")
 
 
 class PruneImportanceSection(Section):

@@ -67,8 +67,14 @@ def _corpus_words(texts: list[str], limit: int = 5000) -> list[str]:
 
 
 def distill_facts(recipe: "Recipe") -> dict[str, str]:
-    """The distill stage's environment facts (its registry hook): those of its augmentation."""
-    return environment_facts(recipe.distill.augment)
+    """The distill stage's environment facts (its registry hook): those of its augmentation, and the
+    content of a local transfer-text source (editing the file re-runs the stage)."""
+    facts = environment_facts(recipe.distill.augment)
+    if recipe.distill.transfer.source:
+        from edgepress.data.unlabelled import fingerprint
+
+        facts["transfer"] = fingerprint(recipe.distill.transfer.source)
+    return facts
 
 
 def environment_facts(cfg: AugmentSection, wordnet_dir: Path | None = None) -> dict[str, str]:

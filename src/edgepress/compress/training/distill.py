@@ -23,6 +23,7 @@ from edgepress.compress.training import losses, teacher_cache
 from edgepress.compress.training.augment import augment_texts
 from edgepress.compress.training.students import Student, build_student, check_compatible, layer_map
 from edgepress.compress.training.teacher_cache import CacheRequest, TeacherOutputs
+from edgepress.compress.training.transfer import add_transfer
 from edgepress.compress.training.trainer import checkpoint_dir, early_stopping, train_resumable, train_summary, training_arguments
 from edgepress.data.features import collator, tokenize_split
 from edgepress.metrics import evaluate_torch, score, trainer_metrics_for
@@ -128,6 +129,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
 
     cfg = ctx.recipe.distill
     set_seed(ctx.recipe.seed)
+    # the transfer set first: a bad transfer source fails before any model is loaded
+    rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed)
+    rows, transfer = add_transfer(rows, cfg.transfer, ctx.data, ctx.recipe.seed)
     attn = "eager" if cfg.loss.attention_weight > 0 else None  # only eager attention returns probabilities
     teacher_section = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
     teacher, teacher_tokenizer = load_classifier(
@@ -137,10 +141,9 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     check_compatible(teacher, teacher_tokenizer, student, cfg.loss)
     teacher_depth = len(encoder_parts(teacher)[1])
     mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
-    rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed)
     if teacher_needed(cfg):
         outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
-        if not ctx.data.tokens:  # augmented copies (text classification only) get the teacher's label
+        if not ctx.data.tokens:  # augmented copies and transfer texts (text classification) get the teacher's label
             rows["label"] = teacher_labels(rows["label"], outputs.logits)
     else:  # hard labels only (a baseline): no loss reads the teacher, so skip its pass over the texts
         outputs = TeacherOutputs(torch.zeros(len(rows["text"]), teacher.config.num_labels))
@@ -152,7 +155,8 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     )  # fmt: skip
     save_artifact(student.model, student.tokenizer, ctx.out_dir)
     metrics = evaluate_torch(student.model, student.tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size)
-    return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": _describe(student, mapping, len(rows["text"]))}
+    described = _describe(student, mapping, len(rows["text"]))
+    return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": described, **({"transfer": transfer} if transfer else {})}
 
 
 def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int) -> dict[str, list]:
@@ -172,7 +176,7 @@ def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int) -> dict
 def teacher_needed(cfg: DistillSection) -> bool:
     """Whether a loss term or an augmented copy's label reads the teacher's outputs."""
     labels_copies = cfg.augment.factor > 0 and cfg.augment.labels == "teacher"
-    return cfg.loss.soft_weight > 0 or cfg.loss.needs_intermediate or labels_copies
+    return cfg.loss.soft_weight > 0 or cfg.loss.needs_intermediate or labels_copies or cfg.transfer.on
 
 
 def teacher_labels(labels: list[int], teacher_logits: torch.Tensor) -> list[int]:

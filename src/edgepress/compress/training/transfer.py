@@ -1,0 +1,85 @@
+"""The unlabelled part of a distillation's transfer set (``distill.transfer``).
+
+Texts from a source (data/unlabelled.py) and the training rows ``data.max_train_samples`` left out
+join the transfer set without labels: the teacher's cached outputs are their targets. A text
+classification row gets the teacher's prediction as its hard label (as augmented copies do); a
+sentence's words get no hard tag (ignored by the cross-entropy), the teacher's per-piece
+distributions are what the student learns from there (XtremeDistil's soft targets).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edgepress import distributed
+from edgepress.data.unlabelled import read_unlabelled, select
+from edgepress.errors import StageError
+from edgepress.tasks.tagging import IGNORE
+
+if TYPE_CHECKING:
+    from edgepress.data.load import SplitData
+    from edgepress.recipe.sections import TransferSection
+
+log = logging.getLogger(__name__)
+
+UNLABELLED = -1  # a text row's label until the teacher's prediction replaces it (distill.teacher_labels)
+
+
+def add_transfer(rows: dict[str, list], cfg: "TransferSection", data: "SplitData", seed: int) -> tuple[dict[str, list], dict[str, Any]]:
+    """``rows`` plus the transfer texts ``cfg`` names, and what was read, dropped and kept."""
+    if not cfg.on:
+        return rows, {}
+    if cfg.source and data.has_pairs:
+        raise StageError(
+            "distill.transfer.source holds single texts, and this data's examples are sentence pairs; "
+            "use distill.transfer.unused_train, or remove distill.transfer.source"
+        )
+    candidates: list[Any] = []
+    origins = []
+    if cfg.source:
+        texts, origin = distributed.computed_once(lambda: read_unlabelled(cfg.source, cfg.column, data.tokens, cfg.split))
+        candidates += texts
+        origins.append(origin)
+    if cfg.unused_train:
+        if not data.left_out:
+            log.warning("distill.transfer.unused_train: data.max_train_samples leaves no training rows out; nothing added")
+        else:
+            candidates += _pairs(data.left_out)
+            origins.append("training rows left out by data.max_train_samples")
+    exclude = [*_pairs(data.validation.to_dict()), *_pairs(data.test.to_dict()), *_pairs(rows)]
+    kept, counts = select(candidates, exclude, cfg.max_texts, seed)
+    log.info(
+        "transfer text: %d read from %s; %d kept (%d evaluation or training texts dropped, %d repeats, %d over the limit)",
+        counts["read"], " and ".join(origins), counts["kept"], counts["evaluation_or_train"], counts["repeated"], counts["over_limit"],
+    )  # fmt: skip
+    if not kept:
+        raise StageError(f"distill.transfer: none of the {counts['read']} transfer texts is new (all are evaluation or training texts, or repeats)")
+    return _extend(rows, kept, data), {"sources": origins, **counts}
+
+
+def _pairs(columns: dict[str, list]) -> list[Any]:
+    """A split's texts, as ``select`` compares them: the text, or (text, pair) for sentence pairs."""
+    if "text_pair" in columns:
+        return [_Pair(a, b) for a, b in zip(columns["text"], columns["text_pair"])]
+    return list(columns["text"])
+
+
+class _Pair(str):
+    """A sentence pair compared as one text (``select`` keys texts by their words), keeping its parts."""
+
+    def __new__(cls, text: str, pair: str) -> "_Pair":
+        made = super().__new__(cls, f"{text} \t {pair}")
+        made.parts = (text, pair)
+        return made
+
+
+def _extend(rows: dict[str, list], kept: list[Any], data: "SplitData") -> dict[str, list]:
+    rows = {k: list(v) for k, v in rows.items()}
+    if data.has_pairs:
+        rows["text"] += [p.parts[0] for p in kept]
+        rows["text_pair"] += [p.parts[1] for p in kept]
+    else:
+        rows["text"] += kept
+    rows["label"] += [[IGNORE] * len(t) for t in kept] if data.tokens else [UNLABELLED] * len(kept)
+    return rows
