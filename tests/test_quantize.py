@@ -218,3 +218,27 @@ def test_a_histogram_method_that_cannot_calibrate_is_a_failed_trial_not_a_crash(
     quantize(minmax, source, tmp_path / "minmax.onnx", calibration)  # min/max needs no bins: fine
     with pytest.raises(CalibrationError, match="percentile calibration failed on this model: Too many bins"):
         quantize(replace(minmax, calibration_method="percentile"), source, tmp_path / "percentile.onnx", calibration)
+
+
+def test_int8_accuracy_is_scored_at_the_deployment_batch_size(quantized):
+    """Issue 30: dynamic int8 scales each batch's activations together, so a batch-1 deployment is
+    scored one text at a time (the default), and the score is what that gives."""
+    from transformers import AutoTokenizer
+
+    from edgepress.data.load import load_data
+    from edgepress.export.runtime import onnx_logits, open_session
+    from edgepress.metrics import predictions_of
+
+    _, exported, outcome = quantized
+    metrics = outcome.manifest["metrics"]
+    assert metrics["scored_at_batch_size"] == 1 and QuantizeSection().scoring_batch_size == 1
+    assert QuantizeSection(deployment_batch_size=0, eval_batch_size=16).scoring_batch_size == 16
+    from edgepress.recipe.loading import load_recipe
+
+    recipe = load_recipe(outcome.folder.parent / "recipe.yaml")  # the run's resolved recipe
+    data = load_data(recipe.data)
+    rows = data.test.to_dict()
+    tokenizer = AutoTokenizer.from_pretrained(outcome.folder)
+    session = open_session(outcome.folder / "model_int8_dynamic.onnx")
+    one_by_one = predictions_of(onnx_logits(session, tokenizer, rows, recipe.quantize.max_seq_length, 1))
+    assert metrics["variants"]["dynamic"]["test"]["accuracy"] == pytest.approx(float(np.mean(np.asarray(one_by_one) == np.asarray(rows["label"]))))

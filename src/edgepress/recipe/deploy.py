@@ -76,7 +76,17 @@ class QuantizeSection(Section):
     )
     max_trials: int = Field(8, gt=0, le=64, description="Configurations tried per variant, the configured one included.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (calibration: padded) to this many tokens.")
-    eval_batch_size: int = Field(64, gt=0, description="Batch size of the accuracy evaluations.")
+    eval_batch_size: int = Field(64, gt=0, description="Batch size of the accuracy evaluations when deployment_batch_size is 0.")
+    deployment_batch_size: int = Field(
+        1, ge=0,
+        description="The batch size the int8 models will serve at; their accuracy, and the choice among settings, is scored "
+        "at it (dynamic int8 scales each batch's activations together, so padding and neighbours change outputs). "
+        "0: score at eval_batch_size, faster on large splits.",
+    )  # fmt: skip
+
+    @property
+    def scoring_batch_size(self) -> int:
+        return self.deployment_batch_size or self.eval_batch_size
 
     @model_validator(mode="after")
     def _something_to_do(self) -> "QuantizeSection":

@@ -129,7 +129,7 @@ def quantize_variant(ctx: "StageContext", mode: str, model: Any, tokenizer: Any,
     trials: list[dict[str, Any]] = []
 
     def scored(candidate: Any) -> dict[str, float]:
-        return scores_of(data, "validation", predictions_of(logits_of(candidate, inputs, validation, cfg.eval_batch_size)))
+        return scores_of(data, "validation", predictions_of(logits_of(candidate, inputs, validation, cfg.scoring_batch_size)))
 
     def evaluate(candidate: Any) -> float:
         trials.append({"validation": scored(candidate)})
@@ -220,8 +220,8 @@ def _describe(folder, quantized, model, inputs, ctx, reference, kept, trials) ->
     diff = float(np.nanmax(np.abs(logits_of(reloaded, inputs, probe, 8) - logits_of(quantized, inputs, probe, 8))))
     if diff > 1e-4:
         raise StageError(f"the saved neural-compressor model does not reload into the same model (max logit difference {diff:.2e}); this is a bug, please report it")
-    fp32_test = predictions_of(logits_of(model, inputs, test_rows, cfg.eval_batch_size))
-    test = predictions_of(logits_of(reloaded, inputs, test_rows, cfg.eval_batch_size))
+    fp32_test = predictions_of(logits_of(model, inputs, test_rows, cfg.scoring_batch_size))
+    test = predictions_of(logits_of(reloaded, inputs, test_rows, cfg.scoring_batch_size))
     size = (folder / WEIGHTS).stat().st_size
     fp32_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return {

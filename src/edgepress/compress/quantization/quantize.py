@@ -93,9 +93,9 @@ def _onnxruntime(ctx: "StageContext", folder: Path) -> dict[str, Any]:
     fp32_file = _source(folder, "dynamic")
     fp32 = open_session(fp32_file)
     val_rows = ctx.data.validation.to_dict()
-    reference = _reference(ctx.data, val_rows, onnx_logits(fp32, tokenizer, val_rows, cfg.max_seq_length, cfg.eval_batch_size))
+    reference = _reference(ctx.data, val_rows, onnx_logits(fp32, tokenizer, val_rows, cfg.max_seq_length, cfg.scoring_batch_size))
     test_rows = ctx.data.test.to_dict()
-    fp32_test = predictions_of(onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size))
+    fp32_test = predictions_of(onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.scoring_batch_size))
     calibration = Calibration(tokenizer, _calibration_texts(ctx), _padded_length(folder, cfg.max_seq_length), cfg.calibration_padding) if cfg.static else None
     variants = {}
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
@@ -110,6 +110,7 @@ def _onnxruntime(ctx: "StageContext", folder: Path) -> dict[str, Any]:
                 variants[mode]["with_tokenizer"] = bundle.write_for_stage(final, tokenizer, ctx.data, cfg.max_seq_length, 1e-4)
     return {
         "target": target, "preset": asdict(preset), "source_folder": str(folder),
+        "scored_at_batch_size": cfg.scoring_batch_size,
         "fp32": {"file": fp32_file.name, "validation": reference.validation, "test": scores_of(ctx.data, "test", fp32_test)},
         "variants": variants,
     }  # fmt: skip
@@ -131,7 +132,7 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
             log.warning("int8 %s, %s: %s", mode, config.describe(), exc)
             return False
         trial = {"config": config.to_json(), "described": config.describe(), **judge(
-            path, tokenizer, reference, cfg.max_seq_length, cfg.eval_batch_size, cfg.tolerance)}  # fmt: skip
+            path, tokenizer, reference, cfg.max_seq_length, cfg.scoring_batch_size, cfg.tolerance)}  # fmt: skip
         trials.append(trial)
         log.info("int8 %s, %s: val %s %.2f%% (fp32 %.2f%%)%s", mode, config.describe(), score_name(reference.validation),
                  100 * trial["val_score"], 100 * reference.accuracy, " COLLAPSED" if trial["collapsed"] else "")  # fmt: skip
@@ -174,7 +175,7 @@ def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: flo
 def _describe(final: Path, source: Path, config, trials, tokenizer, test_rows, fp32_test, ctx) -> dict[str, Any]:
     cfg = ctx.recipe.quantize
     session = open_session(final)
-    test_predictions = predictions_of(onnx_logits(session, tokenizer, test_rows, cfg.max_seq_length, cfg.eval_batch_size))
+    test_predictions = predictions_of(onnx_logits(session, tokenizer, test_rows, cfg.max_seq_length, cfg.scoring_batch_size))
     kept = trials[-1]
     ops = op_counts(load_onnx(final))
     return {
