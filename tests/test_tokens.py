@@ -251,7 +251,8 @@ def test_the_token_task_selects_by_entity_f1_unless_told_otherwise():
     [
         ({"task": TOKENS, "finetune": {"metric_for_best_model": "f1_macro"}}, "finetune.metric_for_best_model: f1_macro is for text classification"),
         ({"finetune": {"metric_for_best_model": "f1"}}, "f1 is an entity metric of token classification"),
-        ({"task": TOKENS, "distill": {"augment": {"factor": 1}}}, "would lose the word tags"),
+        ({"task": TOKENS, "distill": {"augment": {"factor": 1, "swap": 0.2}}}, "distill.augment.swap edits plain texts and would lose the word tags"),
+        ({"distill": {"augment": {"factor": 1, "shuffle": 0.2}}}, "distill.augment.shuffle edits tagged sentences"),
         ({"task": TOKENS, "export": {"with_tokenizer": True}}, "export.with_tokenizer builds a text-in, label-out model"),
         ({"task": "ner"}, "task: Input should be 'text-classification' or 'token-classification'"),
     ],

@@ -77,6 +77,10 @@ TRAINING_SECTIONS = ("finetune", "distill", "prune")
 TOKEN_ONLY_METRICS = ("f1", "precision", "recall")
 
 
+TEXT_EDITS = ("deletion", "swap", "insertion")  # distill.augment's operations on plain texts
+TOKEN_EDITS = ("token_replacement", "mention_replacement", "shuffle")  # and on tagged sentences
+
+
 def task_problems(recipe: Recipe) -> list[str]:
     """Options that the recipe's task cannot honour, each with its fix."""
     problems = []
@@ -87,8 +91,14 @@ def task_problems(recipe: Recipe) -> list[str]:
             problems.append(f"{name}.metric_for_best_model: f1_macro is for text classification; use f1 (entity F1), precision, recall or accuracy")
         if not tokens and metric in TOKEN_ONLY_METRICS:
             problems.append(f"{name}.metric_for_best_model: {metric} is an entity metric of token classification; use accuracy or f1_macro")
-    if tokens and recipe.distill.augment.factor:
-        problems.append("distill.augment rewrites texts and would lose the word tags; set distill.augment.factor: 0 for token classification")
+    augment = recipe.distill.augment
+    for field in TEXT_EDITS if tokens else TOKEN_EDITS:
+        if field in augment.model_fields_set and getattr(augment, field) > 0:
+            problems.append(
+                f"distill.augment.{field} edits plain texts and would lose the word tags; remove it (token classification uses "
+                "token_replacement, mention_replacement, shuffle and synonym)" if tokens else
+                f"distill.augment.{field} edits tagged sentences (token classification); remove it, or use deletion, swap, insertion and synonym"
+            )  # fmt: skip
     for name in ("export", "quantize"):
         if tokens and getattr(recipe, name).with_tokenizer:
             problems.append(f"{name}.with_tokenizer builds a text-in, label-out model; set it to false for token classification")

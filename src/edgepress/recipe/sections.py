@@ -200,6 +200,15 @@ class AugmentSection(Section):
     synonym: float = Field(
         0.1, ge=0, le=1, description="Probability of replacing a word by a WordNet synonym (needs Debian's wordnet-base)."
     )
+    token_replacement: float = Field(
+        0.1, ge=0, le=1, description="Token classification: probability of replacing a word by a training word with the same tag."
+    )
+    mention_replacement: float = Field(
+        0.3, ge=0, le=1, description="Token classification: probability of replacing an entity mention by a training mention of its type."
+    )
+    shuffle: float = Field(
+        0.1, ge=0, le=1, description="Token classification: probability of shuffling the words within each segment (a mention, a run of O)."
+    )
     labels: Literal["teacher", "source"] = Field(
         "teacher",
         description="Hard label of a copy: the teacher's prediction (TinyBERT), or the label of the text it was made "
