@@ -79,3 +79,30 @@ def test_text_edits_are_refused_for_token_classification(field):
     with pytest.raises(RecipeError, match=f"distill.augment.{field} edits plain texts"):
         validate_recipe({"task": "token-classification", "distill": {"augment": {"factor": 1, field: 0.2}}})
     assert validate_recipe({"task": "token-classification", "distill": {"augment": {"factor": 1}}}).distill.augment.factor == 1
+
+
+@pytest.mark.slow
+def test_token_distillation_trains_on_augmented_sentences(tiny_ner_bert, tiny_conll, tmp_path):
+    from conftest import tiny_recipe
+
+    from edgepress.compress.training import distill
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
+
+    recipe = tiny_recipe(tmp_path, tiny_ner_bert, tiny_conll, epochs=6).model_dump(mode="json")
+    recipe["task"] = "token-classification"
+    recipe["stages"] = ["finetune", "distill"]
+    recipe["data"]["max_train_samples"] = 80
+    augment = {"factor": 2, "synonym": 0.0}
+    recipe["distill"] = {"epochs": 4, "batch_size": 8, "learning_rate": 2e-3, "max_seq_length": 24, "student": {"num_layers": 1}, "augment": augment}
+    _, student = run_recipe(validate_recipe(recipe))
+    metrics = student.manifest["metrics"]
+    assert metrics["student"]["transfer_set_size"] == 240 and metrics["test"]["f1"] >= 0.8
+    # the copies' tags: ignored (the teacher's outputs are their targets), or the edits' own with labels: source
+    train = {"text": [WORDS], "label": [[0, 1, 2, 0, 1, 0, 3, 4]]}
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    rows = distill.transfer_set(train, AugmentSection(factor=1, synonym=0.0), 0, names)
+    assert rows["label"][1] == [-100] * len(rows["text"][1])
+    rows = distill.transfer_set(train, AugmentSection(factor=1, synonym=0.0, labels="source", mention_replacement=1.0), 0, names)
+    tags = [names[t] for t in rows["label"][1]]
+    assert len(tags) == len(rows["text"][1]) and [g.kind for g in segments(tags)] == [g.kind for g in segments(TAGS)]

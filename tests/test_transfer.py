@@ -47,6 +47,7 @@ def _teacher_rows(run_folder) -> int:
     return load_file(str(cache))["logits"].shape[0]
 
 
+@pytest.mark.slow
 def test_distill_adds_transfer_text_and_left_out_training_rows(tiny_classifier, tiny_csv, tmp_path):
     recipe = tiny_recipe(tmp_path, tiny_classifier, tiny_csv).model_dump(mode="json")
     fresh = [r["text"] for r in synthetic_rows(80, seed=9)]
@@ -81,6 +82,7 @@ def test_evaluation_texts_in_the_transfer_source_are_dropped(tiny_classifier, ti
     assert stats["kept"] == 1 and stats["evaluation_or_train"] == len(set(evaluation)) + (len(evaluation) - len(set(evaluation)))
 
 
+@pytest.mark.slow
 def test_token_distillation_learns_from_unlabelled_sentences(tiny_ner_bert, tiny_conll, tmp_path):
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("\n".join(" ".join(s["tokens"]) for s in tagged_sentences(120, seed=7)) + "\n", encoding="utf-8")

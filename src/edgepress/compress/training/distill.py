@@ -21,6 +21,7 @@ from transformers import Trainer
 from edgepress import distributed
 from edgepress.compress.training import losses, teacher_cache
 from edgepress.compress.training.augment import augment_texts
+from edgepress.compress.training.augment_tokens import augment_sentences
 from edgepress.compress.training.students import Student, build_student, check_compatible, layer_map
 from edgepress.compress.training.teacher_cache import CacheRequest, TeacherOutputs
 from edgepress.compress.training.transfer import add_transfer
@@ -29,6 +30,7 @@ from edgepress.data.features import collator, tokenize_split
 from edgepress.metrics import evaluate_torch, score, trainer_metrics_for
 from edgepress.models import encoder_parts, load_classifier, save_artifact
 from edgepress.recipe.sections import AugmentSection, DistillLossSection, DistillSection
+from edgepress.tasks.tagging import IGNORE
 from edgepress.running.runs import recorded_metrics
 
 if TYPE_CHECKING:
@@ -130,7 +132,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     cfg = ctx.recipe.distill
     set_seed(ctx.recipe.seed)
     # the transfer set first: a bad transfer source fails before any model is loaded
-    rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed)
+    rows = transfer_set(ctx.data.train.to_dict(), cfg.augment, ctx.recipe.seed, ctx.data.labels if ctx.data.tokens else None)
     rows, transfer = add_transfer(rows, cfg.transfer, ctx.data, ctx.recipe.seed)
     attn = "eager" if cfg.loss.attention_weight > 0 else None  # only eager attention returns probabilities
     teacher_section = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
@@ -159,17 +161,33 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     return {**metrics, **_comparison(ctx, metrics), "train": summary, "student": described, **({"transfer": transfer} if transfer else {})}
 
 
-def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int) -> dict[str, list]:
+def transfer_set(train: dict[str, list], cfg: AugmentSection, seed: int, tag_names: list[str] | None = None) -> dict[str, list]:
     """The training split plus ``cfg.factor`` augmented copies of each text. A copy's label is -1
     (the teacher labels it, see ``teacher_labels``) or, with ``cfg.labels: source``, the label of the
-    text it was made from."""
+    text it was made from. For token classification (``tag_names`` given) the copies are edited
+    sentences (augment_tokens.py) whose tags are ignored by the cross-entropy (the teacher's outputs
+    are their targets) or, with ``cfg.labels: source``, the tags the edits imply."""
     rows = {k: list(train[k]) for k in ("text", "text_pair", "label") if k in train}
+    if cfg.factor and tag_names is not None:
+        return _tagged_copies(rows, cfg, seed, tag_names)
     if cfg.factor:
         texts, origins = distributed.computed_once(lambda: augment_texts(rows["text"], cfg, seed))
         if "text_pair" in rows:
             rows["text_pair"] += [rows["text_pair"][i] for i in origins]
         rows["text"] += texts
         rows["label"] += [rows["label"][i] for i in origins] if cfg.labels == "source" else [-1] * len(texts)
+    return rows
+
+
+def _tagged_copies(rows: dict[str, list], cfg: AugmentSection, seed: int, tag_names: list[str]) -> dict[str, list]:
+    tags = [[tag_names[t] for t in sentence] for sentence in rows["label"]]
+    words, new_tags, _ = distributed.computed_once(lambda: augment_sentences(rows["text"], tags, cfg, seed))
+    ids = {name: i for i, name in enumerate(tag_names)}
+    rows["text"] += words
+    if cfg.labels == "source":
+        rows["label"] += [[ids[t] for t in sentence] for sentence in new_tags]
+    else:
+        rows["label"] += [[IGNORE] * len(sentence) for sentence in words]
     return rows
 
 
