@@ -78,7 +78,9 @@ def test_text_edits_are_refused_for_token_classification(field):
 
     with pytest.raises(RecipeError, match=f"distill.augment.{field} edits plain texts"):
         validate_recipe({"task": "token-classification", "distill": {"augment": {"factor": 1, field: 0.2}}})
-    assert validate_recipe({"task": "token-classification", "distill": {"augment": {"factor": 1}}}).distill.augment.factor == 1
+    accepted = validate_recipe({"task": "token-classification", "distill": {"augment": {"factor": 1}}})
+    assert accepted.distill.augment.factor == 1
+    assert validate_recipe(accepted.model_dump(mode="json")) == accepted  # a resolved recipe lists every default: still valid
 
 
 @pytest.mark.slow

@@ -117,15 +117,15 @@ def test_a_drop_from_the_reference_becomes_an_accuracy_floor():
     from edgepress.recipe.search import SearchSection
 
     section = SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy", "size_mb"], max_accuracy_drop=1.0, reference="r.onnx", min_accuracy=0.5)
-    assert section.limits(0.9) == (("min_accuracy", pytest.approx(0.89)),)
-    assert SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy"], max_accuracy_drop=5.0, reference="r.onnx").limits(0.52) == (
+    assert section.limits({"accuracy": 0.9}) == (("min_accuracy", pytest.approx(0.89)),)
+    assert SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy"], max_accuracy_drop=5.0, reference="r.onnx").limits({"accuracy": 0.52}) == (
         ("min_accuracy", pytest.approx(0.47)),
     )
     ratio = SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy"], max_latency_ratio=0.85, reference="r.onnx")
     assert ratio.timed and ratio.limits() == (("latency_ratio", 0.85),)
     with pytest.raises(ValueError, match="set search.reference"):
         SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy"], max_latency_ratio=0.85)
-    with pytest.raises(ValueError, match="max_accuracy_drop counts from the reference"):
+    with pytest.raises(ValueError, match="max_accuracy_drop counts from the reference model's score"):
         SearchSection(space={"prune.heads": [0.5]}, objectives=["accuracy"], max_accuracy_drop=1.0)
 
 

@@ -262,10 +262,38 @@ def test_options_the_task_cannot_honour_are_refused(raw, message):
         validate_recipe(raw)
 
 
-def test_search_refuses_token_classification_rather_than_read_the_wrong_metric(tmp_path):
+def test_search_objectives_and_limits_must_be_the_tasks_metrics(tmp_path):
     from edgepress.search.command import run_search
 
     recipe = tmp_path / "ner-search.yaml"
-    recipe.write_text(f"task: {TOKENS}\noutput_dir: {tmp_path}\nsearch:\n  objectives: [accuracy]\n  space:\n    prune.heads: [0.25, 0.5]\n")
-    with pytest.raises(RecipeError, match="edgepress search supports text classification only so far"):
+    recipe.write_text(f"task: {TOKENS}\noutput_dir: {tmp_path}\nsearch:\n  objectives: [f1_macro]\n  space:\n    prune.heads: [0.25, 0.5]\n")
+    with pytest.raises(RecipeError, match="search f1_macro does not apply to task: token-classification; use f1"):
         run_search(recipe, [], None, None, None)
+    recipe.write_text(f"output_dir: {tmp_path}\nsearch:\n  objectives: [accuracy]\n  min_f1: 0.5\n  space:\n    prune.heads: [0.25, 0.5]\n")
+    with pytest.raises(RecipeError, match="search min_f1 does not apply to task: text-classification"):
+        run_search(recipe, [], None, None, None)
+
+
+@pytest.mark.slow
+def test_search_tunes_a_token_classifier_on_entity_f1(tmp_path, tiny_ner_bert, tiny_conll):
+    """Issue 30: edgepress search for token classification, entity F1 as the objective and the limit."""
+    import yaml
+
+    from edgepress.search.command import run_search
+
+    recipe = {
+        "name": "ner-search", "task": TOKENS, "output_dir": str(tmp_path / "runs"), "stages": ["finetune"],
+        "model": {"name_or_path": str(tiny_ner_bert)}, "data": {"source": str(tiny_conll)},
+        "finetune": {"epochs": 4, "batch_size": 16, "max_seq_length": 24, "logging_steps": 50},
+        "search": {"objectives": ["f1", "size_mb"], "min_f1": 0.5, "sampler": "grid",
+                   "space": {"finetune.learning_rate": [2e-3, 1e-7]}},
+    }  # fmt: skip
+    path = tmp_path / "ner-search.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    best = run_search(path, [], None, None, None)
+    report = json.loads((tmp_path / "runs" / "ner-search" / "search.json").read_text())
+    values = {t["params"]["finetune.learning_rate"]: t["values"] for t in report["trials"]}
+    assert values[2e-3]["f1"] >= 0.8 and values[1e-7]["f1"] < 0.5  # a learning rate that learns nothing misses the floor
+    assert [t["feasible"] for t in report["trials"] if t["params"]["finetune.learning_rate"] == 1e-7] == [False]
+    assert report["limits"] == {"min_f1": 0.5} and report["front"][0]["test"]["f1"] >= 0.8
+    assert yaml.safe_load(best.read_text())["finetune"]["learning_rate"] == 2e-3

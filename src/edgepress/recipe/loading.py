@@ -93,7 +93,8 @@ def task_problems(recipe: Recipe) -> list[str]:
             problems.append(f"{name}.metric_for_best_model: {metric} is an entity metric of token classification; use accuracy or f1_macro")
     augment = recipe.distill.augment
     for field in TEXT_EDITS if tokens else TOKEN_EDITS:
-        if field in augment.model_fields_set and getattr(augment, field) > 0:
+        # set away from its default: a resolved recipe (a run's recipe.yaml) lists every default, and those stay unused
+        if getattr(augment, field) != type(augment).model_fields[field].default:
             problems.append(
                 f"distill.augment.{field} edits plain texts and would lose the word tags; remove it (token classification uses "
                 "token_replacement, mention_replacement, shuffle and synonym)" if tokens else

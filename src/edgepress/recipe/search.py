@@ -9,7 +9,9 @@ from pydantic import Field, model_validator
 
 from edgepress.recipe.sections import Section
 
-Objective = Literal["accuracy", "f1_macro", "latency_ms", "size_mb"]
+Objective = Literal["accuracy", "f1_macro", "f1", "latency_ms", "size_mb"]
+# the validation score each limit reads: accuracy for any task, entity F1 for token classification
+SCORE_LIMITS = {"min_accuracy": "accuracy", "min_f1": "f1"}
 
 
 class SearchSection(Section):
@@ -19,7 +21,9 @@ class SearchSection(Section):
         {}, description="Recipe path -> a list of values, or a range {low, high, step, log}; e.g. prune.heads: {low: 0, high: 0.75, step: 0.25}."
     )
     objectives: list[Objective] = Field(
-        ["accuracy", "latency_ms"], min_length=1, description="Validation accuracy or macro-F1 (maximized), batch-1 latency and file size (minimized)."
+        ["accuracy", "latency_ms"], min_length=1,
+        description="Validation accuracy, macro-F1 (text classification) or entity F1 (f1, token classification), maximized; "
+        "batch-1 latency and file size, minimized.",
     )
     max_latency_ms: Optional[float] = Field(None, gt=0, description="Limit: a trial slower than this is infeasible.")
     max_latency_ratio: Optional[float] = Field(
@@ -29,6 +33,10 @@ class SearchSection(Section):
     min_accuracy: Optional[float] = Field(None, ge=0, le=1, description="Limit: validation accuracy at least this.")
     max_accuracy_drop: Optional[float] = Field(
         None, ge=0, le=100, description="Limit: validation accuracy at most this many points below the reference model's."
+    )
+    min_f1: Optional[float] = Field(None, ge=0, le=1, description="Limit (token classification): validation entity F1 at least this.")
+    max_f1_drop: Optional[float] = Field(
+        None, ge=0, le=100, description="Limit (token classification): validation entity F1 at most this many points below the reference's."
     )
     trials: int = Field(20, gt=0, description="Trials in all; a resumed search runs only the missing ones.")
     sampler: Literal["tpe", "nsga2", "random", "grid"] = Field("tpe", description="Optuna's sampler; grid needs lists or ranges with a step.")
@@ -48,19 +56,27 @@ class SearchSection(Section):
     def _latency_needs_a_reference(self) -> "SearchSection":
         if self.space and self.timed and not self.reference:
             raise ValueError("latency is measured against a reference model: set search.reference to an ONNX file")
-        if self.max_accuracy_drop is not None and not self.reference:
-            raise ValueError("max_accuracy_drop counts from the reference model's accuracy: set search.reference to an ONNX file")
+        for name in ("max_accuracy_drop", "max_f1_drop"):
+            if getattr(self, name) is not None and not self.reference:
+                raise ValueError(f"{name} counts from the reference model's score: set search.reference to an ONNX file")
         return self
+
+    @property
+    def needs_reference_scores(self) -> bool:
+        return self.max_accuracy_drop is not None or self.max_f1_drop is not None
 
     @property
     def timed(self) -> bool:
         """Whether trials are timed: latency is an objective or a limit."""
         return "latency_ms" in self.objectives or self.max_latency_ms is not None or self.max_latency_ratio is not None
 
-    def limits(self, reference_accuracy: float | None = None) -> tuple[tuple[str, float], ...]:
-        """(limit, value) pairs; ``max_accuracy_drop`` becomes a ``min_accuracy`` from the reference's accuracy."""
-        floor = self.min_accuracy
-        if self.max_accuracy_drop is not None and reference_accuracy is not None:
-            floor = max(floor or 0.0, reference_accuracy - self.max_accuracy_drop / 100)
-        given = {"latency_ms": self.max_latency_ms, "latency_ratio": self.max_latency_ratio, "size_mb": self.max_size_mb, "min_accuracy": floor}
+    def limits(self, reference: dict[str, float] | None = None) -> tuple[tuple[str, float], ...]:
+        """(limit, value) pairs; a ``max_*_drop`` becomes a ``min_*`` floor from the reference's validation ``reference`` scores."""
+        reference = reference or {}
+        floors = {"min_accuracy": (self.min_accuracy, self.max_accuracy_drop), "min_f1": (self.min_f1, self.max_f1_drop)}
+        given: dict[str, float | None] = {"latency_ms": self.max_latency_ms, "latency_ratio": self.max_latency_ratio, "size_mb": self.max_size_mb}
+        for name, (floor, drop) in floors.items():
+            if drop is not None and reference.get(SCORE_LIMITS[name]) is not None:
+                floor = max(floor or 0.0, reference[SCORE_LIMITS[name]] - drop / 100)
+            given[name] = floor
         return tuple((k, v) for k, v in given.items() if v is not None)

@@ -16,7 +16,7 @@ from edgepress.recipe.loading import apply_override, read_yaml, validate_recipe
 from edgepress.search import report
 from edgepress.search.space import check_search, grid, reference_file, trial_recipe
 from edgepress.search.stopping import EarlyStop
-from edgepress.search.study import Plan, feasible_front, open_storage, run_study
+from edgepress.search.study import SCORES, Plan, feasible_front, open_storage, run_study
 
 if TYPE_CHECKING:
     import optuna
@@ -35,9 +35,9 @@ def run_search(path: Path, overrides: list[str], trials: int | None, timeout: fl
     space = check_search(raw, recipe, str(path))
     run = Path(recipe.output_dir) / recipe.name
     run.mkdir(parents=True, exist_ok=True)
-    data = _validation_data(recipe) if settings.timed or settings.max_accuracy_drop is not None else None
+    data = _validation_data(recipe) if settings.timed or settings.needs_reference_scores else None
     timer = _timer(recipe, data) if settings.timed else None
-    plan = Plan(objectives=tuple(settings.objectives), limits=settings.limits(_reference_accuracy(recipe, data)), trials=trials or settings.trials)
+    plan = Plan(objectives=tuple(settings.objectives), limits=settings.limits(_reference_scores(recipe, data)), trials=trials or settings.trials)
     stop = _early_stop(settings, plan, timer)
     study = run_study(
         raw, space, plan, open_storage(storage or _default_storage(run), settings.heartbeat_s), timer,
@@ -102,7 +102,10 @@ def _early_stop(settings: "SearchSection", plan: Plan, timer) -> EarlyStop | Non
     if not settings.stop_early:
         return None
     limits = dict(plan.limits)
-    return EarlyStop(limits.get("latency_ms"), limits.get("min_accuracy"), settings.probe_margin, timer, limits.get("latency_ratio"))
+    # one floor stops trials early: entity F1's where a token search sets one, else accuracy's
+    metric = "f1" if "min_f1" in limits else "accuracy"
+    floor = limits.get("min_f1" if metric == "f1" else "min_accuracy")
+    return EarlyStop(limits.get("latency_ms"), floor, settings.probe_margin, timer, limits.get("latency_ratio"), metric)
 
 
 def _validation_data(recipe):
@@ -112,10 +115,10 @@ def _validation_data(recipe):
     return load_data(recipe.data, recipe.task)
 
 
-def _reference_accuracy(recipe, data) -> float | None:
-    """The reference model's validation accuracy, when a limit counts from it."""
+def _reference_scores(recipe, data) -> dict[str, float] | None:
+    """The reference model's validation scores (accuracy; entity F1 too for tokens), when a limit counts from them."""
     cfg = recipe.search
-    if cfg.max_accuracy_drop is None:
+    if not cfg.needs_reference_scores:
         return None
     from transformers import AutoTokenizer
 
@@ -123,9 +126,9 @@ def _reference_accuracy(recipe, data) -> float | None:
 
     reference = reference_file(cfg.reference)
     tokenizer = AutoTokenizer.from_pretrained(reference.parent)
-    accuracy = evaluate_onnx(open_session(reference), tokenizer, data, recipe.bench.max_seq_length, ("validation",))["validation"]["accuracy"]
-    log.info("search: reference %s, validation accuracy %.4f; floor %.4f", reference, accuracy, accuracy - cfg.max_accuracy_drop / 100)
-    return float(accuracy)
+    scores = evaluate_onnx(open_session(reference), tokenizer, data, recipe.bench.max_seq_length, ("validation",))["validation"]
+    log.info("search: reference %s, validation %s", reference, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return {k: float(v) for k, v in scores.items()}
 
 
 def _timer(recipe, data):
@@ -151,8 +154,8 @@ def _sampler(settings: "SearchSection", space, seed: int) -> "optuna.samplers.Ba
 
 def _write_best(raw: dict[str, Any], front, plan: Plan, run: Path) -> Path:
     """The front's most accurate trial (its first objective, if accuracy is not one) as a plain recipe."""
-    key = next((o for o in plan.objectives if o in ("accuracy", "f1_macro")), plan.objectives[0])
-    sign = 1 if key in ("accuracy", "f1_macro") else -1
+    key = next((o for o in plan.objectives if o in SCORES), plan.objectives[0])
+    sign = 1 if key in SCORES else -1
     best = max(front, key=lambda t: sign * t.user_attrs["values"][key])
     recipe = trial_recipe({k: v for k, v in copy.deepcopy(raw).items() if k != "search"}, best.user_attrs["chosen"])
     recipe = recipe.model_copy(update={"name": f"{recipe.name}-best"})

@@ -52,7 +52,7 @@ def test_scores(front: list["optuna.trial.FrozenTrial"]) -> dict[int, dict[str, 
     for trial in front:
         manifest = read_manifest(Path(trial.user_attrs.get("final_folder", ""))) or {}
         test = (manifest.get("metrics") or {}).get("test") or {}
-        scores[trial.number] = {k: test[k] for k in ("accuracy", "f1_macro") if k in test}
+        scores[trial.number] = {k: test[k] for k in ("accuracy", "f1_macro", "f1") if k in test}
     return scores
 
 
@@ -76,11 +76,13 @@ def print_front(study: "optuna.Study", front: list["optuna.trial.FrozenTrial"], 
     from rich.table import Table
 
     table = Table(title=f"search {study.study_name}: {len(front)} feasible Pareto-optimal of {len(study.trials)} trials (test: read once, for these)")
-    for column in ("trial", *objectives, "test accuracy", "values"):
+    # the test score of the search's own metric: entity F1 where the objectives name it, else accuracy
+    metric = "f1" if "f1" in objectives else "accuracy"
+    for column in ("trial", *objectives, f"test {metric}", "values"):
         table.add_column(column, justify="left" if column == "values" else "right", overflow="fold")
     for trial in sorted(front, key=lambda t: t.number):
         measured = trial.user_attrs["values"]
-        test = tests.get(trial.number, {}).get("accuracy")
+        test = tests.get(trial.number, {}).get(metric)
         table.add_row(str(trial.number), *(f"{measured[o]:.4g}" for o in objectives), "-" if test is None else f"{test:.4f}", _params(trial))
     Console(highlight=False, width=160).print(table)
 

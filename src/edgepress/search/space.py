@@ -95,14 +95,25 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
+def _check_task_metrics(settings, task: str, where: str) -> None:
+    """Objectives and limits the task's validation metrics can answer: entity F1 (f1) is token
+    classification's, macro-F1 text classification's; accuracy is both (words, for tokens)."""
+    tokens = task == "token-classification"
+    wrong = ["f1_macro"] if tokens else ["f1"]
+    asked = [o for o in settings.objectives if o in wrong]
+    asked += [] if tokens else [n for n in ("min_f1", "max_f1_drop") if getattr(settings, n) is not None]
+    if asked:
+        fix = "use f1 (entity F1) or accuracy (of words)" if tokens else "use accuracy or f1_macro (entity F1 is for token classification)"
+        raise RecipeError(f"{where}: search {asked[0]} does not apply to task: {task}; {fix}")
+
+
 def check_search(raw: dict[str, Any], recipe: Recipe, where: str) -> Space | None:
     """Everything ``edgepress search`` refuses before its first trial, so that ``recipe check`` says
     it too: the space (paths, domains, each value as a recipe value), the task, the reference file."""
     settings = recipe.search
     if not settings.space:
         return None
-    if recipe.task != "text-classification":  # its objectives and accuracy limits read text-classification metrics
-        raise RecipeError(f"edgepress search supports text classification only so far; {where} has task: {recipe.task}")
+    _check_task_metrics(settings, recipe.task, where)
     space = parse_space(settings.space, raw)
     if settings.reference:
         reference_file(settings.reference)

@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EarlyStop:
     max_latency_ms: float | None  # with a timer: probe architectures against it
-    floor: float | None  # validation accuracy every stage before the last must reach
+    floor: float | None  # validation score (``floor_metric``) every stage before the last must reach
     margin: float = 0.05  # the probe's latency must exceed the limit by this fraction to stop a trial
     timer: Callable[[Path], float] | None = None
     max_latency_ratio: float | None = None  # the same limit as a fraction of the reference's latency
+    floor_metric: str = "accuracy"  # or "f1", entity F1, for token classification
 
     def check_architecture(self, trial: "optuna.Trial", recipe: Recipe) -> None:
         """Stop the trial when its untrained architecture is already over the latency limit."""
@@ -67,14 +68,14 @@ class EarlyStop:
         return min(given) if given else None
 
     def after_stage(self, trial: "optuna.Trial", last: str) -> Callable[["StageOutcome"], None]:
-        """The pipeline's hook: stop after a stage (not the last) whose validation accuracy is below the floor."""
+        """The pipeline's hook: stop after a stage (not the last) whose validation score is below the floor."""
 
         def check(outcome: "StageOutcome") -> None:
-            accuracy = ((outcome.manifest.get("metrics") or {}).get("validation") or {}).get("accuracy")
-            if self.floor is None or outcome.stage == last or accuracy is None:
+            score = ((outcome.manifest.get("metrics") or {}).get("validation") or {}).get(self.floor_metric)
+            if self.floor is None or outcome.stage == last or score is None:
                 return
-            if accuracy < self.floor:
-                self._stop(trial, f"validation accuracy {accuracy:.4f} after {outcome.stage}, below the floor {self.floor:.4f}")
+            if score < self.floor:
+                self._stop(trial, f"validation {self.floor_metric} {score:.4f} after {outcome.stage}, below the floor {self.floor:.4f}")
 
         return check
 

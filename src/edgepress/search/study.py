@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = {"accuracy": "maximize", "f1_macro": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
-LIMITS = {"latency_ms": "latency_ms", "latency_ratio": "latency_ratio", "size_mb": "size_mb", "min_accuracy": "accuracy"}
+DIRECTIONS = {"accuracy": "maximize", "f1_macro": "maximize", "f1": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+LIMITS = {"latency_ms": "latency_ms", "latency_ratio": "latency_ratio", "size_mb": "size_mb", "min_accuracy": "accuracy", "min_f1": "f1"}
+SCORES = ("accuracy", "f1_macro", "f1")  # the validation metrics a trial records (f1: entity F1 of token classification)
 Measure = Callable[[Path], float]  # an artifact file -> its batch-1 latency in ms
 
 
@@ -58,10 +59,10 @@ def final_artifact(outcome: "StageOutcome") -> Path:
 
 
 def trial_values(outcome: "StageOutcome", measure: Measure | None) -> dict[str, float]:
-    """Validation accuracy and macro-F1, file size, and (when ``measure`` is given) batch-1 latency."""
+    """Validation accuracy, macro-F1 or entity F1, file size, and (when ``measure`` is given) batch-1 latency."""
     validation = (outcome.manifest.get("metrics") or {}).get("validation") or {}
     artifact = final_artifact(outcome)
-    values = {k: float(validation[k]) for k in ("accuracy", "f1_macro") if validation.get(k) is not None}
+    values = {k: float(validation[k]) for k in SCORES if validation.get(k) is not None}
     values["size_mb"] = artifact.stat().st_size / 1e6
     if measure is not None:
         values["latency_ms"] = float(measure(artifact))
@@ -73,7 +74,7 @@ def trial_values(outcome: "StageOutcome", measure: Measure | None) -> dict[str, 
 
 def violations(values: dict[str, float], limits: tuple[tuple[str, float], ...]) -> list[float]:
     """Optuna's constraint convention: one number per limit, <= 0 where it is met."""
-    return [limit - values["accuracy"] if key == "min_accuracy" else values[LIMITS[key]] - limit for key, limit in limits]
+    return [limit - values[LIMITS[key]] if key.startswith("min_") else values[LIMITS[key]] - limit for key, limit in limits]
 
 
 def run_study(
@@ -102,7 +103,7 @@ def run_study(
             measured = trial_values(outcomes[-1], measure)
             absent = [o for o in plan.objectives if o not in measured]
             if absent:  # a final stage that measures no validation metrics (bench)
-                raise EdgepressError(f"search: the {outcomes[-1].stage} stage records no validation {absent[0]}; use accuracy as the objective")
+                raise EdgepressError(f"search: the {outcomes[-1].stage} stage records no validation {absent[0]}; use accuracy (or f1 for token classification)")
         except EdgepressError as exc:
             trial.set_user_attr("error", str(exc))  # a failure of the recipe, not of the process: counts as done
             raise
