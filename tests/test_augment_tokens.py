@@ -8,7 +8,7 @@ from conftest import require_system_tool
 
 from edgepress.compress.training import augment_tokens
 from edgepress.compress.training.augment_tokens import Segment, Vocabulary, augment_sentences, perturb_sentence, segments
-from edgepress.recipe.sections import AugmentSection
+from edgepress.recipe.training import AugmentSection
 
 WORDS = ["yesterday", "alice", "smith", "met", "bob", "in", "new", "york"]
 TAGS = ["O", "B-PER", "I-PER", "O", "B-PER", "O", "B-LOC", "I-LOC"]

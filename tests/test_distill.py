@@ -13,7 +13,8 @@ from edgepress.compress.training.teacher_cache import CacheRequest, run_teacher
 from edgepress.errors import ModelError, RecipeError
 from edgepress.models import load_classifier
 from edgepress.recipe.loading import validate_recipe
-from edgepress.recipe.sections import AugmentSection, DistillLossSection, ModelSection, StudentSection
+from edgepress.recipe.sections import ModelSection
+from edgepress.recipe.training import AugmentSection, DistillLossSection, StudentSection
 from edgepress.running.pipeline import run_recipe
 
 LABELS = ["politics", "sports", "tech"]

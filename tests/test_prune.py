@@ -14,7 +14,7 @@ from edgepress.errors import RecipeError, StageError
 from edgepress.export.runtime import feeds, open_session
 from edgepress.models import from_pretrained
 from edgepress.recipe.loading import validate_recipe
-from edgepress.recipe.sections import PruneSection
+from edgepress.recipe.training import PruneSection
 from edgepress.running.pipeline import run_recipe
 
 runner = CliRunner()

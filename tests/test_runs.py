@@ -138,7 +138,7 @@ def test_fingerprint_sees_a_change_of_edgepress_source_code(tmp_path):
 
 def test_distill_fingerprint_sees_whether_wordnet_is_installed(tmp_path):
     from edgepress.compress.training.augment import environment_facts
-    from edgepress.recipe.sections import AugmentSection
+    from edgepress.recipe.training import AugmentSection
 
     synonyms = AugmentSection(factor=2, synonym=0.1)
     absent = environment_facts(synonyms, tmp_path / "none")

@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from edgepress.errors import RecipeError
 from edgepress.recipe.deploy import BenchSection, ExportSection, QuantizeSection
 from edgepress.recipe.search import SearchSection
-from edgepress.recipe.sections import DataSection, DistillSection, FinetuneSection, ModelSection, PruneSection, Section
+from edgepress.recipe.sections import DataSection, ModelSection, Section
+from edgepress.recipe.training import DistillSection, FinetuneSection, PruneSection
 from edgepress.recipe.stages import STAGES, check_stage_order
 
 

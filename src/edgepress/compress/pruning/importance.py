@@ -28,7 +28,7 @@ from edgepress.tasks.tagging import IGNORE, encode_labelled, is_words
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from edgepress.recipe.sections import PruneImportanceSection
+    from edgepress.recipe.training import PruneImportanceSection
 
 
 @dataclass

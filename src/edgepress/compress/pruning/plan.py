@@ -14,7 +14,7 @@ from edgepress.compress.pruning.importance import Scores
 from edgepress.compress.pruning.surgery import head_cost, neuron_cost
 from edgepress.encoders import LayerView
 from edgepress.errors import StageError
-from edgepress.recipe.sections import PruneSection
+from edgepress.recipe.training import PruneSection
 
 
 @dataclass

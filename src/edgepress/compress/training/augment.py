@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgepress.recipe.sections import AugmentSection
+from edgepress.recipe.training import AugmentSection
 
 if TYPE_CHECKING:
     from edgepress.recipe.loading import Recipe

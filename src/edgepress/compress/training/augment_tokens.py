@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import NamedTuple, Optional
 
 from edgepress.compress.training.augment import wordnet_synonyms
-from edgepress.recipe.sections import AugmentSection
+from edgepress.recipe.training import AugmentSection
 
 OUTSIDE = "O"
 

@@ -29,7 +29,7 @@ from edgepress.compress.training.trainer import checkpoint_dir, early_stopping, 
 from edgepress.data.features import collator, tokenize_split
 from edgepress.metrics import evaluate_torch, score, trainer_metrics_for
 from edgepress.models import encoder_parts, load_classifier, save_artifact
-from edgepress.recipe.sections import AugmentSection, DistillLossSection, DistillSection
+from edgepress.recipe.training import AugmentSection, DistillLossSection, DistillSection
 from edgepress.tasks.tagging import IGNORE
 from edgepress.running.runs import recorded_metrics
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Optional
 
 from edgepress.errors import RecipeError
 from edgepress.models import auto_class, encoder_parts, load_classifier, task_of
-from edgepress.recipe.sections import DistillLossSection, ModelSection, StudentSection
+from edgepress.recipe.sections import ModelSection
+from edgepress.recipe.training import DistillLossSection, StudentSection
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

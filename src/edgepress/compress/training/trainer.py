@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepress import distributed
 from edgepress.errors import StageError
-from edgepress.recipe.sections import TrainingSection
+from edgepress.recipe.training import TrainingSection
 from edgepress.running.runs import CHECKPOINTS
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from edgepress.tasks.tagging import IGNORE
 
 if TYPE_CHECKING:
     from edgepress.data.load import SplitData
-    from edgepress.recipe.sections import TransferSection
+    from edgepress.recipe.training import TransferSection
 
 log = logging.getLogger(__name__)
 
