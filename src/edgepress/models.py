@@ -161,13 +161,12 @@ def from_pretrained(auto_cls: Any, source: str | Path, config: Any = None, **kwa
     """``auto_cls.from_pretrained(source, ...)``, which also opens a head-pruned model under
     Transformers 5: there, a config whose ``pruned_heads`` is not empty describes layers with
     different head counts, which Transformers 5 cannot build, so the model is built from its config,
-    the heads are cut as recorded (``encoders.replay_heads``), and the safetensors weights loaded.
-    Transformers 4 replays ``pruned_heads`` in ``from_pretrained`` itself."""
-    from transformers import AutoConfig, PreTrainedModel
+    the heads are cut as recorded (``encoders.replay_heads``), and the safetensors weights loaded."""
+    from transformers import AutoConfig
 
     hub = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
     config = config if config is not None else AutoConfig.from_pretrained(source, **hub)
-    if not pruned_heads(config) or hasattr(PreTrainedModel, "prune_heads"):
+    if not pruned_heads(config):
         return auto_cls.from_pretrained(source, config=config, **kwargs)
     return _load_head_pruned(auto_cls, Path(source), config, kwargs.get("attn_implementation"), kwargs.get("ignore_mismatched_sizes", False))
 
