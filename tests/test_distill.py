@@ -272,3 +272,26 @@ def test_a_student_not_smaller_than_its_teacher_is_refused_unless_asked(teacher)
     larger = build_student(model, tokenizer, StudentSection(num_layers=5, allow_larger=True), ModelSection())
     assert larger.model.config.num_hidden_layers == 5
     assert build_student(model, tokenizer, StudentSection(num_layers=3), ModelSection()).model.num_parameters() < model.num_parameters()
+
+
+@pytest.mark.slow
+def test_staged_distillation_trains_a_random_student_without_collapse(tiny_classifier, tiny_csv, tmp_path):
+    """Issue 30: the intermediate terms alone first (hidden states and attention under the layer
+    map), then the prediction terms alone; a student with random weights still learns the task."""
+    loss = {"hidden_weight": 1.0, "attention_weight": 1.0, "hard_weight": 0.5, "soft_weight": 0.5}
+    recipe = distill_recipe(
+        tmp_path, tiny_classifier, tiny_csv, student={"num_layers": 1, "from_teacher": False}, loss=loss, epochs=6, intermediate_epochs=3,
+    ).model_copy(update={"stages": ["distill"]})  # fmt: skip
+    (outcome,) = run_recipe(recipe)
+    train = outcome.manifest["metrics"]["train"]
+    first = train["intermediate_phase"]
+    assert first["epochs"] == 3 and {"loss_hidden", "loss_attention"} <= set(first) and "loss_soft" not in first
+    assert "loss_hidden" not in train and "loss_soft" in train and train["epochs"] == 6
+    assert outcome.manifest["metrics"]["test"]["accuracy"] >= 0.9
+
+
+def test_staged_distillation_needs_both_kinds_of_terms():
+    with pytest.raises(RecipeError, match="intermediate_epochs trains the hidden-state and attention terms first, and both weights are 0"):
+        validate_recipe({"distill": {"intermediate_epochs": 1}})
+    with pytest.raises(RecipeError, match="followed by a phase on the hard and soft labels, and both weights are 0"):
+        validate_recipe({"distill": {"intermediate_epochs": 1, "loss": {"hidden_weight": 1, "hard_weight": 0, "soft_weight": 0}}})

@@ -160,6 +160,22 @@ class DistillSection(TrainingSection):
     loss: DistillLossSection = Field(default_factory=DistillLossSection, description="The loss terms and weights.")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Transfer-set augmentation.")
     transfer: TransferSection = Field(default_factory=TransferSection, description="Unlabelled text the teacher labels.")
+    intermediate_epochs: float = Field(
+        0.0, ge=0,
+        description="Staged distillation (TinyBERT, XtremeDistil): first train this many epochs on the hidden-state and "
+        "attention terms alone, then `epochs` on the prediction terms (hard and soft labels) alone. 0: all terms together.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _staged_needs_intermediate_terms(self) -> "DistillSection":
+        if self.intermediate_epochs > 0 and not self.loss.needs_intermediate:
+            raise ValueError(
+                "intermediate_epochs trains the hidden-state and attention terms first, and both weights are 0; "
+                "set distill.loss.hidden_weight (or attention_weight), or intermediate_epochs: 0"
+            )
+        if self.intermediate_epochs > 0 and not (self.loss.hard_weight or self.loss.soft_weight):
+            raise ValueError("intermediate_epochs is followed by a phase on the hard and soft labels, and both weights are 0; give one a weight")
+        return self
 
 
 class PruneImportanceSection(Section):

@@ -151,10 +151,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
         outputs = TeacherOutputs(torch.zeros(len(rows["text"]), teacher.config.num_labels))
     projections = projections_for(student.model, teacher.config.hidden_size, mapping, cfg.loss.hidden_weight > 0)
     del teacher
-    summary = train_with_teacher(
-        student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx.data, ctx.recipe.seed,
-        checkpoint_dir(ctx.out_dir, "distill"),
-    )  # fmt: skip
+    summary = train_staged(student.model, student.tokenizer, projections, rows, outputs, mapping, cfg, ctx)
     save_artifact(student.model, student.tokenizer, ctx.out_dir)
     metrics = evaluate_torch(student.model, student.tokenizer, ctx.data, cfg.max_seq_length, batch_size=cfg.eval_batch_size)
     described = _describe(student, mapping, len(rows["text"]))
@@ -232,7 +229,8 @@ def projections_for(student: nn.Module, teacher_width: int, mapping: dict[int, i
 
 
 def train_with_teacher(
-    model, tokenizer, projections, rows, outputs: TeacherOutputs, mapping: dict[int, int], cfg, data, seed: int, work: Path
+    model, tokenizer, projections, rows, outputs: TeacherOutputs, mapping: dict[int, int], cfg, data, seed: int, work: Path,
+    **arguments: Any,
 ) -> dict[str, Any]:
     """Train ``model`` on ``rows`` against the cached teacher ``outputs`` with ``cfg.loss``, picking the
     best evaluation on ``data.validation``. ``cfg`` is a training section with a ``loss`` (distill, prune)."""
@@ -240,7 +238,7 @@ def train_with_teacher(
     trainer = DistillTrainer(
         model=DistillationModule(model, projections),
         # the wrapper hides the student's signature: keep idx for compute_loss, and name the labels
-        args=training_arguments(cfg, len(train), seed, work, remove_unused_columns=False, label_names=["labels"]),
+        args=training_arguments(cfg, len(train), seed, work, remove_unused_columns=False, label_names=["labels"], **arguments),
         train_dataset=train,
         eval_dataset=tokenize_split(data.validation, tokenizer, cfg.max_seq_length),
         processing_class=tokenizer,
@@ -253,6 +251,28 @@ def train_with_teacher(
     )
     summary = train_summary(trainer, train_resumable(trainer, work), cfg)
     return {**summary, **trainer.final_terms}
+
+
+def train_staged(model, tokenizer, projections, rows, outputs: TeacherOutputs, mapping, cfg: DistillSection, ctx) -> dict[str, Any]:
+    """All loss terms together, or with ``cfg.intermediate_epochs`` two phases (TinyBERT's and
+    XtremeDistil's stage-wise distillation): the intermediate terms alone first (the student's layers
+    learn the teacher's representations; the head is not trained, so no best epoch is picked), then
+    the prediction terms alone, with the usual best-epoch choice on validation."""
+    seed, work = ctx.recipe.seed, checkpoint_dir(ctx.out_dir, "distill")
+    if not cfg.intermediate_epochs:
+        return train_with_teacher(model, tokenizer, projections, rows, outputs, mapping, cfg, ctx.data, seed, work)
+    loss = cfg.loss
+    first = cfg.model_copy(update={
+        "epochs": cfg.intermediate_epochs, "max_steps": None, "early_stopping_patience": None,
+        "loss": loss.model_copy(update={"hard_weight": 0.0, "soft_weight": 0.0}),
+    })  # fmt: skip
+    intermediate = train_with_teacher(
+        model, tokenizer, projections, rows, outputs, mapping, first, ctx.data, seed, checkpoint_dir(ctx.out_dir, "distill-intermediate"),
+        load_best_model_at_end=False,
+    )  # fmt: skip
+    second = cfg.model_copy(update={"loss": loss.model_copy(update={"hidden_weight": 0.0, "attention_weight": 0.0})})
+    summary = train_with_teacher(model, tokenizer, projections, rows, outputs, mapping, second, ctx.data, seed, work)
+    return {**summary, "intermediate_phase": intermediate}
 
 
 def _comparison(ctx: "StageContext", metrics: dict[str, dict[str, float]]) -> dict[str, Any]:

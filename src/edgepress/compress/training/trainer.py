@@ -38,7 +38,7 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
     every = max(1, min(steps_per_epoch, total_steps, cfg.checkpoint_steps))
     if cfg.precision == "fp16" and not torch.cuda.is_available():
         raise StageError("precision fp16 trains with CUDA's fp16 autocast, and PyTorch sees no CUDA device; use precision: bf16 or fp32")
-    return TrainingArguments(
+    arguments = dict(
         output_dir=str(work),
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
@@ -75,8 +75,8 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         # under two processes (and change what gradient clipping does): DDP's mean is the right one.
         average_tokens_across_devices=False,
         use_cpu=distributed.on_cpu(),
-        **overrides,
     )
+    return TrainingArguments(**{**arguments, **overrides})
 
 
 def checkpoint_dir(out_dir: Path, name: str) -> Path:
