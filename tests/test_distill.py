@@ -295,3 +295,27 @@ def test_staged_distillation_needs_both_kinds_of_terms():
         validate_recipe({"distill": {"intermediate_epochs": 1}})
     with pytest.raises(RecipeError, match="followed by a phase on the hard and soft labels, and both weights are 0"):
         validate_recipe({"distill": {"intermediate_epochs": 1, "loss": {"hidden_weight": 1, "hard_weight": 0, "soft_weight": 0}}})
+
+
+def test_an_ensemble_averages_the_teachers_softened_outputs():
+    from edgepress.compress.training.ensemble import averaged
+
+    first, second = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 2.0], [0.0, 3.0]])
+    mixed = averaged([first, second], temperature=2.0)
+    expected = (torch.softmax(first / 2, -1) + torch.softmax(second / 2, -1)) / 2
+    assert torch.allclose(torch.softmax(mixed / 2, -1), expected, atol=1e-6)
+    assert torch.allclose(torch.softmax(averaged([first], 2.0) / 2, -1), torch.softmax(first / 2, -1), atol=1e-6)  # one teacher: itself
+
+
+@pytest.mark.slow
+def test_distill_from_an_ensemble_caches_each_teacher_once(tiny_classifier, tiny_bert, tiny_csv, tmp_path):
+    from safetensors.torch import load_file
+
+    (second,) = run_recipe(tiny_recipe(tmp_path / "second", tiny_bert, tiny_csv, learning_rate=3e-3).model_copy(update={"seed": 7}))
+    recipe = distill_recipe(tmp_path, tiny_classifier, tiny_csv, student={"num_layers": 1}, epochs=4, ensemble=[str(second.folder)])
+    (outcome,) = run_recipe(recipe.model_copy(update={"stages": ["distill"]}))
+    caches = sorted((tmp_path / "runs" / "tiny" / "cache").glob("teacher-*.safetensors"))
+    assert len(caches) == 2 and all(load_file(str(c))["logits"].shape == (420, 3) for c in caches)  # one pass per teacher
+    assert outcome.manifest["metrics"]["test"]["accuracy"] >= 0.9
+    with pytest.raises(RecipeError, match="distill.ensemble"):
+        validate_recipe({"distill": {"ensemble": "not-a-list"}})

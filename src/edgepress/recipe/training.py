@@ -160,6 +160,10 @@ class DistillSection(TrainingSection):
     loss: DistillLossSection = Field(default_factory=DistillLossSection, description="The loss terms and weights.")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Transfer-set augmentation.")
     transfer: TransferSection = Field(default_factory=TransferSection, description="Unlabelled text the teacher labels.")
+    ensemble: list[str] = Field(
+        [], description="More fine-tuned teachers (model or run folders, Hub ids) for the same labels: the soft targets are the "
+        "average of all teachers' softened outputs, the stage input's included. Hidden and attention terms read the stage input.",
+    )
     intermediate_epochs: float = Field(
         0.0, ge=0,
         description="Staged distillation (TinyBERT, XtremeDistil): first train this many epochs on the hidden-state and "

@@ -68,12 +68,14 @@ def _corpus_words(texts: list[str], limit: int = 5000) -> list[str]:
 
 def distill_facts(recipe: "Recipe") -> dict[str, str]:
     """The distill stage's environment facts (its registry hook): those of its augmentation, and the
-    content of a local transfer-text source (editing the file re-runs the stage)."""
+    content of a local transfer-text source and ensemble teachers (editing them re-runs the stage)."""
+    from edgepress.data.unlabelled import fingerprint
+
     facts = environment_facts(recipe.distill.augment)
     if recipe.distill.transfer.source:
-        from edgepress.data.unlabelled import fingerprint
-
         facts["transfer"] = fingerprint(recipe.distill.transfer.source)
+    for index, teacher in enumerate(recipe.distill.ensemble):  # an ensemble teacher retrained in place re-runs the stage
+        facts[f"ensemble.{index}"] = fingerprint(teacher)
     return facts
 
 

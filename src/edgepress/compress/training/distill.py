@@ -22,6 +22,7 @@ from edgepress import distributed
 from edgepress.compress.training import losses, teacher_cache
 from edgepress.compress.training.augment import augment_texts
 from edgepress.compress.training.augment_tokens import augment_sentences
+from edgepress.compress.training.ensemble import with_ensemble
 from edgepress.compress.training.students import Student, build_student, check_compatible, layer_map
 from edgepress.compress.training.teacher_cache import CacheRequest, TeacherOutputs
 from edgepress.compress.training.transfer import add_transfer
@@ -145,6 +146,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     mapping = layer_map(cfg.loss, student, len(encoder_parts(student.model)[1]), teacher_depth)
     if teacher_needed(cfg):
         outputs = teacher_outputs_for(ctx, cfg, ctx.input_hash, teacher, teacher_tokenizer, rows, mapping)
+        outputs = with_ensemble(ctx, cfg, outputs, teacher_tokenizer, rows)
         if not ctx.data.tokens:  # augmented copies and transfer texts (text classification) get the teacher's label
             rows["label"] = teacher_labels(rows["label"], outputs.logits)
     else:  # hard labels only (a baseline): no loss reads the teacher, so skip its pass over the texts
@@ -191,7 +193,7 @@ def _tagged_copies(rows: dict[str, list], cfg: AugmentSection, seed: int, tag_na
 def teacher_needed(cfg: DistillSection) -> bool:
     """Whether a loss term or an augmented copy's label reads the teacher's outputs."""
     labels_copies = cfg.augment.factor > 0 and cfg.augment.labels == "teacher"
-    return cfg.loss.soft_weight > 0 or cfg.loss.needs_intermediate or labels_copies or cfg.transfer.on
+    return cfg.loss.soft_weight > 0 or cfg.loss.needs_intermediate or labels_copies or cfg.transfer.on or bool(cfg.ensemble)
 
 
 def teacher_labels(labels: list[int], teacher_logits: torch.Tensor) -> list[int]:
