@@ -99,3 +99,20 @@ def test_token_distillation_learns_from_unlabelled_sentences(tiny_ner_bert, tiny
     assert all(loss == loss for loss in losses)  # no NaN from batches of untagged sentences
     assert metrics["test"]["f1"] >= 0.8
     assert json.loads((student.folder / "config.json").read_text())["num_hidden_layers"] == 1
+
+
+@pytest.mark.slow
+def test_prune_recoveries_train_on_transfer_text_too(tiny_classifier, tiny_csv, tmp_path):
+    fresh = [r["text"] for r in synthetic_rows(50, seed=11)]
+    (tmp_path / "more.txt").write_text("\n".join(fresh) + "\n", encoding="utf-8")
+    recipe = tiny_recipe(tmp_path, tiny_classifier, tiny_csv).model_dump(mode="json")
+    recipe["stages"] = ["prune"]
+    recipe["prune"] = {"heads": 0.5, "ffn": 0.5, "steps": 1, "epochs": 1, "max_seq_length": 24, "teacher": "input",
+                       "transfer": {"source": str(tmp_path / "more.txt")}}  # fmt: skip
+    (outcome,) = run_recipe(validate_recipe(recipe))
+    stats = outcome.manifest["metrics"]["steps"][0]["transfer"]
+    assert stats["read"] == 50 and stats["kept"] + stats["repeated"] + stats["evaluation_or_train"] == 50
+    assert _teacher_rows(tmp_path / "runs" / "tiny") == 420 + stats["kept"]  # the recovery teacher labelled them once
+    missing = recipe | {"prune": recipe["prune"] | {"transfer": {"source": str(tmp_path / "none.txt")}}, "name": "missing"}
+    with pytest.raises(DataError, match="check prune.transfer.source"):
+        run_recipe(validate_recipe(missing))

@@ -1,4 +1,4 @@
-"""Unlabelled text: a transfer set the teacher labels (``distill.transfer``).
+"""Unlabelled text: a transfer set the teacher labels (``distill.transfer``, ``prune.transfer``).
 
 A source is a file (``.txt``: one text per line; csv, tsv, jsonl, parquet: a column; CoNLL: its
 words), a folder of such files, or a Hub dataset id (a dataset-repo folder too). For token
@@ -26,20 +26,21 @@ Text = Union[str, list[str]]  # a text, or a sentence's words
 TEXT_SUFFIXES = (".txt", ".text")
 
 
-def read_unlabelled(source: str, column: str, words: bool, split: str = "train") -> tuple[list[Text], str]:
-    """Every text of ``source`` (see the module docstring), and a description for the run log."""
+def read_unlabelled(source: str, column: str, words: bool, split: str = "train", where: str = "distill.transfer") -> tuple[list[Text], str]:
+    """Every text of ``source`` (see the module docstring), and a description for the run log.
+    ``where``: the recipe section that names the source, for messages."""
     path = Path(source).expanduser()
     if path.is_file():
-        texts = _read_file(path, column, words)
+        texts = _read_file(path, column, words, where)
     elif path.is_dir() and (files := _text_files(path)):
-        texts = [t for file in files for t in _read_file(file, column, words)]
+        texts = [t for file in files for t in _read_file(file, column, words, where)]
     elif path.is_dir() or not _looks_like_path(source):
-        texts = _read_hub(source, column, words, split)
+        texts = _read_hub(source, column, words, split, where)
     else:
-        raise DataError(f"transfer text {source} does not exist; check distill.transfer.source (a file, folder or Hub dataset id)")
+        raise DataError(f"transfer text {source} does not exist; check {where}.source (a file, folder or Hub dataset id)")
     texts = [t for t in texts if (t if words else t.strip())]
     if not texts:
-        raise DataError(f"transfer text {source} has no texts; point distill.transfer.source at unlabelled text, one per line")
+        raise DataError(f"transfer text {source} has no texts; point {where}.source at unlabelled text, one per line")
     return texts, source
 
 
@@ -86,12 +87,12 @@ def _key(text: Text) -> str:
     return " ".join(words).casefold()
 
 
-def _read_file(path: Path, column: str, words: bool) -> list[Text]:
+def _read_file(path: Path, column: str, words: bool, where: str) -> list[Text]:
     if path.suffix.lower() in TEXT_SUFFIXES:
         lines = _decode(path).splitlines()
         return [line.split() for line in lines] if words else lines
     frame = read_table(path).frame
-    return _column(frame, "tokens" if "tokens" in frame and SUFFIX_FORMAT.get(path.suffix.lower()) == "conll" else column, str(path), words)
+    return _column(frame, "tokens" if "tokens" in frame and SUFFIX_FORMAT.get(path.suffix.lower()) == "conll" else column, str(path), words, where)
 
 
 def _decode(path: Path) -> str:
@@ -103,11 +104,11 @@ def _decode(path: Path) -> str:
         raise DataError(f"cannot read transfer text {path}: {exc.strerror}; check its permissions") from None
 
 
-def _column(frame: "pd.DataFrame", column: str, origin: str, words: bool) -> list[Text]:
+def _column(frame: "pd.DataFrame", column: str, origin: str, words: bool, where: str) -> list[Text]:
     if column not in frame:
         raise DataError(
             f"{origin} has no column {column!r} (columns: {', '.join(map(str, frame.columns))}); "
-            "set distill.transfer.column to the column with the texts"
+            f"set {where}.column to the column with the texts"
         )
     values = frame[column].tolist()
     if not words:
@@ -120,7 +121,7 @@ def _text_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
-def _read_hub(source: str, column: str, words: bool, split: str) -> list[Text]:
+def _read_hub(source: str, column: str, words: bool, split: str, where: str) -> list[Text]:
     import datasets
 
     try:
@@ -131,7 +132,7 @@ def _read_hub(source: str, column: str, words: bool, split: str) -> list[Text]:
             f"could not load transfer text {source!r} (split {split}): {first}. A local path must exist; "
             "a Hub id needs the network (or a filled HF cache when offline)"
         ) from exc
-    return _column(dataset.to_pandas(), column, f"{source} (split {split})", words)
+    return _column(dataset.to_pandas(), column, f"{source} (split {split})", words, where)
 
 
 def _looks_like_path(source: str) -> bool:

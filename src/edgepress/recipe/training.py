@@ -241,6 +241,7 @@ class PruneSection(TrainingSection):
         "was distilled from (from its edgepress.json), else the input.",
     )
     loss: DistillLossSection = Field(default_factory=DistillLossSection, description="Recovery loss terms (as in distill).")
+    transfer: TransferSection = Field(default_factory=TransferSection, description="Unlabelled text the recovery teacher labels (as in distill).")
     vocabulary: VocabularySection = Field(default_factory=VocabularySection, description="Vocabulary trimming, after the steps.")
 
     @property

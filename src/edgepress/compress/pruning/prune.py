@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from edgepress import distributed, encoders
 from edgepress.compress.pruning import importance, surgery, vocabulary
 from edgepress.compress.pruning.plan import Baseline, Cut, plan_budget, plan_fractions
-from edgepress.compress.training.distill import projections_for, teacher_outputs_for, train_with_teacher
+from edgepress.compress.training.distill import projections_for, teacher_labels, teacher_outputs_for, train_with_teacher
+from edgepress.compress.training.transfer import add_transfer
 from edgepress.compress.training.students import Student, layer_map
 from edgepress.compress.training.trainer import checkpoint_dir
 from edgepress.data.features import text_slice
@@ -75,7 +76,10 @@ def _steps(ctx: "StageContext", model, tokenizer, rows: dict[str, list], sample:
         encoders.layers(model)[0].ffn_size,
         {"params": before["encoder_parameters"], "flops": before["encoder_flops_per_token"]},
     )
-    return [_step(ctx, model, tokenizer, sample, base, teacher, k) for k in range(1, ctx.recipe.prune.steps + 1)], teacher.source
+    steps = [_step(ctx, model, tokenizer, sample, base, teacher, k) for k in range(1, ctx.recipe.prune.steps + 1)]
+    if teacher.transfer:
+        steps[0]["transfer"] = teacher.transfer  # what the recoveries read beside the training rows
+    return steps, teacher.source
 
 
 def _trim_vocabulary(ctx: "StageContext", model, tokenizer, rows: dict[str, list], accuracy: float | None) -> tuple[Any, dict[str, Any]]:
@@ -159,7 +163,11 @@ class Teacher:
             raise RecipeError("the teacher's tokenizer differs from the model's, so prune.loss.hidden_weight must be 0")
         depth = len(encoders.layers(student))
         self.mapping = layer_map(cfg.loss, Student(student, tokenizer, None), depth, len(encoders.layers(model)))
+        # the recoveries (not the importance scores or the vocabulary) also train on the transfer text
+        rows, self.transfer = add_transfer(rows, cfg.transfer, ctx.data, ctx.recipe.seed, "prune.transfer")
         self.outputs = teacher_outputs_for(ctx, cfg, teacher_hash, model, teacher_tokenizer, rows, self.mapping)
+        if self.transfer and not ctx.data.tokens:  # transfer texts take the teacher's label
+            rows["label"] = teacher_labels(rows["label"], self.outputs.logits)
         self.projections = projections_for(student, model.config.hidden_size, self.mapping, cfg.loss.hidden_weight > 0)
         self.rows = rows
 

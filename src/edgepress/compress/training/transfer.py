@@ -26,24 +26,26 @@ log = logging.getLogger(__name__)
 UNLABELLED = -1  # a text row's label until the teacher's prediction replaces it (distill.teacher_labels)
 
 
-def add_transfer(rows: dict[str, list], cfg: "TransferSection", data: "SplitData", seed: int) -> tuple[dict[str, list], dict[str, Any]]:
-    """``rows`` plus the transfer texts ``cfg`` names, and what was read, dropped and kept."""
+def add_transfer(
+    rows: dict[str, list], cfg: "TransferSection", data: "SplitData", seed: int, where: str = "distill.transfer"
+) -> tuple[dict[str, list], dict[str, Any]]:
+    """``rows`` plus the transfer texts ``cfg`` (the recipe's ``where``) names, and what was read, dropped and kept."""
     if not cfg.on:
         return rows, {}
     if cfg.source and data.has_pairs:
         raise StageError(
-            "distill.transfer.source holds single texts, and this data's examples are sentence pairs; "
-            "use distill.transfer.unused_train, or remove distill.transfer.source"
+            f"{where}.source holds single texts, and this data's examples are sentence pairs; "
+            f"use {where}.unused_train, or remove {where}.source"
         )
     candidates: list[Any] = []
     origins = []
     if cfg.source:
-        texts, origin = distributed.computed_once(lambda: read_unlabelled(cfg.source, cfg.column, data.tokens, cfg.split))
+        texts, origin = distributed.computed_once(lambda: read_unlabelled(cfg.source, cfg.column, data.tokens, cfg.split, where))
         candidates += texts
         origins.append(origin)
     if cfg.unused_train:
         if not data.left_out:
-            log.warning("distill.transfer.unused_train: data.max_train_samples leaves no training rows out; nothing added")
+            log.warning("%s.unused_train: data.max_train_samples leaves no training rows out; nothing added", where)
         else:
             candidates += _pairs(data.left_out)
             origins.append("training rows left out by data.max_train_samples")
@@ -54,7 +56,7 @@ def add_transfer(rows: dict[str, list], cfg: "TransferSection", data: "SplitData
         counts["read"], " and ".join(origins), counts["kept"], counts["evaluation_or_train"], counts["repeated"], counts["over_limit"],
     )  # fmt: skip
     if not kept:
-        raise StageError(f"distill.transfer: none of the {counts['read']} transfer texts is new (all are evaluation or training texts, or repeats)")
+        raise StageError(f"{where}: none of the {counts['read']} transfer texts is new (all are evaluation or training texts, or repeats)")
     return _extend(rows, kept, data), {"sources": origins, **counts}
 
 
