@@ -116,3 +116,25 @@ def test_prune_recoveries_train_on_transfer_text_too(tiny_classifier, tiny_csv, 
     missing = recipe | {"prune": recipe["prune"] | {"transfer": {"source": str(tmp_path / "none.txt")}}, "name": "missing"}
     with pytest.raises(DataError, match="check prune.transfer.source"):
         run_recipe(validate_recipe(missing))
+
+
+def test_sentence_pairs_take_left_out_rows_and_refuse_a_source_of_single_texts():
+    import datasets
+
+    from edgepress.compress.training.transfer import add_transfer
+    from edgepress.data.load import SplitData
+    from edgepress.errors import StageError
+    from edgepress.recipe.training import TransferSection
+
+    split = lambda texts, pairs: datasets.Dataset.from_dict({"text": texts, "text_pair": pairs, "label": [0] * len(texts)})  # noqa: E731
+    data = SplitData(
+        train=split(["a b"], ["c"]), validation=split(["dev one"], ["dev two"]), test=split(["t"], ["u"]), labels=["x", "y"],
+        fingerprint="f", left_out={"text": ["a", "dev one", "new", "new"], "text_pair": ["b c", "dev two", "pair", "pair"]},
+    )  # fmt: skip
+    rows = {"text": ["a b"], "text_pair": ["c"], "label": [0]}
+    extended, stats = add_transfer(rows, TransferSection(unused_train=True), data, seed=0)
+    # ("a", "b c") is not ("a b", "c"); the validation pair and the repeat are dropped
+    assert extended["text"] == ["a b", "a", "new"] and extended["text_pair"] == ["c", "b c", "pair"] and extended["label"] == [0, -1, -1]
+    assert stats["evaluation_or_train"] == 1 and stats["repeated"] == 1
+    with pytest.raises(StageError, match="distill.transfer.source holds single texts, and this data's examples are sentence pairs"):
+        add_transfer(rows, TransferSection(source="x.txt"), data, seed=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Union
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from edgepress.data.files import SUFFIX_FORMAT, read_table
 from edgepress.errors import DataError
@@ -44,8 +44,8 @@ def read_unlabelled(source: str, column: str, words: bool, split: str = "train",
     return texts, source
 
 
-def select(texts: Iterable[Text], exclude: Iterable[Text], limit: int, seed: int) -> tuple[list[Text], dict[str, int]]:
-    """``texts`` without repeats and without any text of ``exclude`` (the evaluation splits and the
+def select(texts: Iterable[Any], exclude: Iterable[Any], limit: int, seed: int) -> tuple[list[Any], dict[str, int]]:
+    """``texts`` (texts, word lists, or (text, pair) tuples) without repeats and without any text of ``exclude`` (the evaluation splits and the
     training texts already in the set), then at most ``limit`` of them, a seeded sample."""
     import random
 
@@ -82,7 +82,10 @@ def fingerprint(source: str) -> str:
     return digest.hexdigest()[:20]
 
 
-def _key(text: Text) -> str:
+def _key(text: Text | tuple[str, str]) -> str:
+    """What two texts share when they are the same text: their words, case folded (a sentence pair: both)."""
+    if isinstance(text, tuple):
+        return "\t".join(_key(part) for part in text)
     words = text if isinstance(text, list) else text.split()
     return " ".join(words).casefold()
 

@@ -61,26 +61,17 @@ def add_transfer(
 
 
 def _pairs(columns: dict[str, list]) -> list[Any]:
-    """A split's texts, as ``select`` compares them: the text, or (text, pair) for sentence pairs."""
+    """A split's texts, as ``select`` compares them: the text, or a (text, pair) tuple for sentence pairs."""
     if "text_pair" in columns:
-        return [_Pair(a, b) for a, b in zip(columns["text"], columns["text_pair"])]
+        return list(zip(columns["text"], columns["text_pair"]))
     return list(columns["text"])
-
-
-class _Pair(str):
-    """A sentence pair compared as one text (``select`` keys texts by their words), keeping its parts."""
-
-    def __new__(cls, text: str, pair: str) -> "_Pair":
-        made = super().__new__(cls, f"{text} \t {pair}")
-        made.parts = (text, pair)
-        return made
 
 
 def _extend(rows: dict[str, list], kept: list[Any], data: "SplitData") -> dict[str, list]:
     rows = {k: list(v) for k, v in rows.items()}
     if data.has_pairs:
-        rows["text"] += [p.parts[0] for p in kept]
-        rows["text_pair"] += [p.parts[1] for p in kept]
+        rows["text"] += [text for text, _ in kept]
+        rows["text_pair"] += [pair for _, pair in kept]
     else:
         rows["text"] += kept
     rows["label"] += [[IGNORE] * len(t) for t in kept] if data.tokens else [UNLABELLED] * len(kept)
