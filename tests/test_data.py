@@ -229,3 +229,16 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path):
     path.write_text("text,label,text\n" + "".join(f"a{i},x,b{i}\n" for i in range(20)))
     with pytest.raises(DataError, match=r"dup.csv: the header names the column 'text' twice \(columns 1 and 3\)"):
         load_data(section(source=str(path)))
+
+
+def test_a_dataset_whose_train_labels_are_hidden_says_so(tmp_path):
+    """A Hub-style dataset (ClassLabel ids) whose train labels are all -1, as GLUE's test splits are."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    (tmp_path / "data").mkdir()
+    for split, label in (("train", -1), ("test", 1)):
+        rows = {"text": [f"text {i}" for i in range(8)], "label": [label] * 8}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    with pytest.raises(DataError, match=r"has no labelled train split \(its train labels are hidden\)"):
+        load_data(DataSection(source=str(tmp_path)))
