@@ -111,7 +111,8 @@ def train_stages(args: argparse.Namespace, ctx: dict) -> dict:
     """finetune, distill and prune on the device: the loss goes down in each training run."""
     from edgepress.running.pipeline import run_recipe
 
-    outcomes = run_recipe(recipe_for(args, ctx, ["finetune", "distill", "prune"]))
+    recipe = recipe_for(args, ctx, ["finetune", "distill", "prune"])
+    outcomes = run_recipe(recipe)
     ctx["stages"] = {o.stage: o.folder for o in outcomes}
     found = {}
     for outcome in outcomes:
@@ -121,7 +122,7 @@ def train_stages(args: argparse.Namespace, ctx: dict) -> dict:
         curve = found[stage]["loss"]
         if len(curve) >= 2 and not curve[-1] < curve[0]:
             raise AssertionError(f"{stage}: the training loss did not go down ({curve[0]:.4f} -> {curve[-1]:.4f})")
-    return {"precision": recipe_for(args, ctx, ["finetune"]).finetune.precision, "stages": found}
+    return {"precision": recipe.finetune.precision, "stages": found}
 
 
 def deploy_stages(args: argparse.Namespace, ctx: dict) -> dict:
