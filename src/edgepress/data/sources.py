@@ -41,7 +41,7 @@ def read_splits(cfg: "DataSection") -> dict[str, RawSplit]:
         return {"train": _read_file(path, cfg)}
     if path.is_dir() and (files := _split_files(path, cfg.format)):
         return {split: _read_file(file, cfg) for split, file in files.items()}
-    if path.is_dir() or not _looks_like_path(cfg.source):
+    if path.is_dir() or not looks_like_path(cfg.source):
         return read_hub(cfg)
     raise DataError(f"data file {cfg.source} does not exist; check the path (relative paths start at the current folder)")
 
@@ -89,8 +89,9 @@ def _split_files(folder: Path, fmt: str = "auto") -> dict[str, Path]:
     return found if "train" in found else {}
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in SUFFIX_FORMAT
+def looks_like_path(source: str, suffixes: tuple[str, ...] = tuple(SUFFIX_FORMAT)) -> bool:
+    """A name meant as a local path (not a Hub id): it starts like one or ends with a data file's suffix."""
+    return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in suffixes
 
 
 def read_builtin(name: str) -> RawSplit:

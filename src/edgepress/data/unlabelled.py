@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from edgepress.data.files import SUFFIX_FORMAT, read_table
+from edgepress.data.sources import looks_like_path
 from edgepress.errors import DataError
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def read_unlabelled(source: str, column: str, words: bool, split: str = "train",
         texts = _read_file(path, column, words, where)
     elif path.is_dir() and (files := _text_files(path)):
         texts = [t for file in files for t in _read_file(file, column, words, where)]
-    elif path.is_dir() or not _looks_like_path(source):
+    elif path.is_dir() or not looks_like_path(source, (*TEXT_SUFFIXES, *SUFFIX_FORMAT)):
         texts = _read_hub(source, column, words, split, where)
     else:
         raise DataError(f"transfer text {source} does not exist; check {where}.source (a file, folder or Hub dataset id)")
@@ -137,6 +138,3 @@ def _read_hub(source: str, column: str, words: bool, split: str, where: str) -> 
         ) from exc
     return _column(dataset.to_pandas(), column, f"{source} (split {split})", words, where)
 
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in (*TEXT_SUFFIXES, *SUFFIX_FORMAT)

@@ -58,6 +58,13 @@ def tree_hash(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
+def model_hash(source: str) -> str:
+    """A teacher's cache key: its folder's tree hash, or ``hub:<id>`` for a Hub model."""
+    from edgepress.models import is_local
+
+    return tree_hash(file_hashes(Path(source))) if is_local(source) else f"hub:{source}"
+
+
 def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, Any], code: Optional[str] = None) -> str:
     """What decides whether a stage must run again: its name, resolved config, input hashes, and
     edgepress's own code (``code_hash``): with an editable install a fix changes no version string,

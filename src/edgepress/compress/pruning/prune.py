@@ -24,7 +24,7 @@ from edgepress.data.features import text_slice
 from edgepress.errors import RecipeError, StageError
 from edgepress.metrics import evaluate_torch, score, score_name, torch_logits
 from edgepress.models import is_local, load_artifact, load_classifier, resolve_source, save_artifact
-from edgepress.running.runs import file_hashes, read_manifest, recorded_metrics, tree_hash
+from edgepress.running.runs import model_hash, read_manifest, recorded_metrics
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -179,7 +179,7 @@ def teacher_source(ctx: "StageContext") -> tuple[str, str]:
         return ctx.input_model, ctx.input_hash
     if choice:
         source = resolve_source(choice)
-        return source, tree_hash(file_hashes(Path(source))) if is_local(source) else f"hub:{source}"
+        return source, model_hash(source)
     manifest = read_manifest(Path(ctx.input_model)) if is_local(ctx.input_model) else None
     if not manifest or manifest.get("stage") != "distill":
         return ctx.input_model, ctx.input_hash  # no recorded teacher: the unpruned model teaches itself

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,8 +17,8 @@ import torch
 from edgepress.compress.training import teacher_cache
 from edgepress.compress.training.teacher_cache import CacheRequest, TeacherOutputs
 from edgepress.errors import StageError
-from edgepress.models import is_local, load_classifier
-from edgepress.running.runs import file_hashes, tree_hash
+from edgepress.models import load_classifier
+from edgepress.running.runs import model_hash
 
 if TYPE_CHECKING:
     from edgepress.recipe.training import DistillSection
@@ -52,7 +51,6 @@ def _logits(ctx: "StageContext", cfg: "DistillSection", source: str, main_tokeni
             f"distill.ensemble: {source} splits words into other pieces than the main teacher, and a token classifier's "
             "outputs are per piece; use teachers with the main teacher's tokenizer for token classification"
         )
-    key = tree_hash(file_hashes(Path(source))) if is_local(source) else f"hub:{source}"
-    request = CacheRequest(teacher_hash=key, max_length=cfg.max_seq_length, hidden_layers=(), attention_layers=())
+    request = CacheRequest(teacher_hash=model_hash(source), max_length=cfg.max_seq_length, hidden_layers=(), attention_layers=())
     outputs = teacher_cache.teacher_outputs(teacher, tokenizer, rows, request, ctx.out_dir.parent / "cache", cfg.eval_batch_size)
     return outputs.logits
