@@ -22,11 +22,14 @@ ONNX_FILES = {stage: files + tuple(bundle_name(f) for f in _BUNDLED[stage]) for 
 @dataclass
 class Artifact:
     name: str
-    kind: str  # "torch" (a Transformers folder), "onnx" (a file) or "inc" (an INC int8 PyTorch folder, compress/quantization/inc.py)
+    # "torch" (a Transformers folder), "onnx" (a file), "inc" (an INC int8 PyTorch folder, compress/quantization/inc.py)
+    # or "openvino" (an IR .xml file, export/ir.py)
+    kind: str
     path: Path
     folder: Path  # holds the tokenizer (and config)
     test: dict[str, float] = field(default_factory=dict)  # accuracy / f1_macro on the test split, as its stage measured it
     test_source: Optional[str] = None
+    precision: Optional[str] = None  # openvino: the inference precision asked for (f32, or bf16 on CPUs that have it)
 
     @property
     def bundle(self) -> bool:
@@ -36,6 +39,10 @@ class Artifact:
     def bytes(self) -> int:
         if self.kind == "onnx":
             return self.path.stat().st_size
+        if self.kind == "openvino":
+            from edgepress.export.ir import file_bytes
+
+            return file_bytes(self.path)
         if self.kind == "inc":
             from edgepress.compress.quantization.inc import WEIGHTS
 
@@ -66,9 +73,29 @@ def run_artifacts(run: Path, include_torch: bool = True) -> list[Artifact]:
             if variant.get("backend") == "neural-compressor" and (folder / variant["folder"]).is_dir():
                 path = folder / variant["folder"]
                 found.append(Artifact(f"{folder.name}/{variant['folder']} torch", "inc", path, path, variant.get("test") or {}, "quantize"))
+        if stage == "quantize":
+            found.extend(_openvino_artifacts(folder, metrics))
     if not found:
         raise ModelError(f"{run} holds no stage folders with artifacts (NN-stage/ with edgepress.json); run a recipe first")
     return found
+
+
+def _openvino_artifacts(folder: Path, metrics: dict[str, Any]) -> list[Artifact]:
+    """The quantize stage's OpenVINO files: the fp32 IR in f32 (and in bf16 where the stage scored
+    it), and the NNCF int8 IR, each with the test metrics the stage measured."""
+    from edgepress.export.ir import FP32_NAME
+
+    variants = {k: v for k, v in (metrics.get("variants") or {}).items() if v.get("backend") == "openvino"}
+    if not variants:
+        return []
+    ir_folder = folder / next(iter(variants.values()))["folder"]
+    fp32_test = next(iter(variants.values())).get("fp32_test") or {}
+    found = [Artifact(f"{folder.name}/{ir_folder.name}/{FP32_NAME}", "openvino", ir_folder / FP32_NAME, ir_folder, fp32_test, "quantize", "f32")]
+    for name, variant in variants.items():
+        precision = "bf16" if name == "openvino-bf16" else "f32"
+        label = f"{folder.name}/{variant['file']}" + (" bf16" if precision == "bf16" else "")
+        found.append(Artifact(label, "openvino", folder / variant["file"], ir_folder, variant.get("test") or {}, "quantize", precision))
+    return [a for a in found if a.path.is_file()]
 
 
 def _stage_folders(run: Path) -> list[Path]:
@@ -116,6 +143,12 @@ def named_models(items: list[str]) -> list[Artifact]:
         if not path.exists():
             raise ModelError(f"--model {item}: {path} does not exist; give NAME=PATH of an ONNX file or a model folder")
         if path.is_file():
+            if path.suffix == ".xml":  # OpenVINO IR, run in f32
+                from edgepress.export.ir import read
+
+                read(path)
+                found.append(Artifact(name, "openvino", path, path.parent, precision="f32"))
+                continue
             if path.suffix == ".onnx":
                 load_onnx(path)  # a file that is not ONNX: one line naming it, before anything is timed
             found.append(Artifact(name, "onnx", path, path.parent))
@@ -126,5 +159,5 @@ def named_models(items: list[str]) -> list[Artifact]:
         elif len(onnx := sorted(path.glob("*.onnx"))) == 1:
             found.append(Artifact(name, "onnx", onnx[0], path))
         else:
-            raise ModelError(f"--model {item}: {path} is neither an ONNX file nor a folder with one model; name the .onnx file")
+            raise ModelError(f"--model {item}: {path} is neither an ONNX file, an OpenVINO .xml, nor a folder with one model; name the .onnx or .xml file")
     return found

@@ -65,7 +65,7 @@ class Loaded:
         Each thread count opens its model afresh (a torch model too), so that the memory figure
         is that of one session at that setting, for torch as for ONNX Runtime."""
         before = runner.rss_mb()
-        opener = {"torch": self._torch, "inc": self._inc}.get(self.artifact.kind, self._onnx)
+        opener = {"torch": self._torch, "inc": self._inc, "openvino": self._openvino}.get(self.artifact.kind, self._onnx)
         prepare, run = opener(threads)
         prepared = {case: [prepare(x) for x in inputs] for case, inputs in self.cases.items()}
         run(next(iter(prepared.values()))[0])
@@ -81,6 +81,15 @@ class Loaded:
             return (lambda example: example), (lambda feeds: session.run(None, feeds))
         session = runner.open_session(str(self.artifact.path), threads, self.providers)
         return (lambda example: runner.feeds_for(session, example)), (lambda feeds: session.run(None, feeds))
+
+    def _openvino(self, threads: int) -> tuple[Callable, Callable]:
+        """An IR compiled for this CPU at the artifact's precision, one stream (latency), ``threads`` threads."""
+        from edgepress.export import ir
+
+        compiled = ir.compile_ir(self.artifact.path, self.artifact.precision or "f32", threads)
+        request = compiled.create_infer_request()  # reused, as a serving loop would
+        output = compiled.output(0)
+        return (lambda example: ir.feeds(compiled, example)), (lambda feeds: request.infer(feeds)[output])
 
     def _torch(self, threads: int) -> tuple[Callable, Callable]:
         import torch
@@ -125,6 +134,10 @@ class Loaded:
 
 
 def parameters_of(artifact: Artifact) -> int:
+    if artifact.kind == "openvino":
+        from edgepress.export.ir import parameter_count
+
+        return parameter_count(artifact.path)
     if artifact.kind == "inc":
         from edgepress.compress.quantization import inc
         return inc.parameter_count(artifact.path)
@@ -165,8 +178,8 @@ def cuda_providers(tensorrt: bool) -> list[str]:
 
 def check_cuda(artifacts: list[Artifact], cfg: "BenchSection") -> None:
     """Fail before loading anything when the cuda target cannot run these artifacts here."""
-    if inc := [a.name for a in artifacts if a.kind == "inc"]:
-        raise TargetError(f"target cuda: {', '.join(inc)} are Intel Neural Compressor int8 models for CPUs; bench them with --target cpu")
+    if cpu_only := [a.name for a in artifacts if a.kind in ("inc", "openvino")]:
+        raise TargetError(f"target cuda: {', '.join(cpu_only)} are CPU models (Intel Neural Compressor int8, OpenVINO IR); bench them with --target cpu")
     if any(a.kind == "torch" for a in artifacts):
         import torch
 
@@ -217,11 +230,25 @@ def _row(item: Loaded, latency: dict[str, dict]) -> dict[str, Any]:
     return row
 
 
+RUNTIMES = {"torch": "pytorch", "onnx": "onnxruntime", "inc": "pytorch-inductor", "openvino": "openvino"}
+
+
+def precision_of(artifact: Artifact) -> str:
+    """What a row computes in: the OpenVINO precision asked for, else read from the file's name
+    (edgepress names its int8 and fp16 files so), else fp32."""
+    if artifact.precision:
+        return {"f32": "fp32"}.get(artifact.precision, artifact.precision)
+    name = artifact.path.name
+    return "int8" if artifact.kind == "inc" or "int8" in name else "fp16" if "fp16" in name else "fp32"
+
+
 def artifact_row(artifact: Artifact, latency: dict[str, dict], memory_mb: dict[str, Any], parameters: int | None = None) -> dict[str, Any]:
     """One entry of bench.json's ``artifacts`` (ratios are added by the report)."""
     return {
         "name": artifact.name,
         "kind": artifact.kind,
+        "runtime": RUNTIMES.get(artifact.kind, artifact.kind),
+        "precision": precision_of(artifact),
         "path": str(artifact.path),
         "bytes": artifact.bytes(),
         "parameters": parameters_of(artifact) if parameters is None else parameters,

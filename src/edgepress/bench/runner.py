@@ -144,7 +144,7 @@ def first_outputs(models: dict[str, str], examples: list[dict]) -> dict[str, np.
     return saved
 
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve", "i8mm")
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "sve", "i8mm", "bf16")
 
 
 def cpu_description() -> tuple[str, list[str]]:

@@ -93,6 +93,12 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
 
         return evaluate_folder(artifact.path, data, max_length, ("test",))["test"]
     tokenizer = AutoTokenizer.from_pretrained(artifact.folder)
+    if artifact.kind == "openvino":
+        from edgepress.export import ir
+        from edgepress.metrics import evaluate_splits
+
+        compiled = ir.compile_ir(artifact.path, artifact.precision or "f32")
+        return evaluate_splits(data, ("test",), lambda rows: ir.ir_logits(compiled, tokenizer, rows, max_length))["test"]
     if artifact.kind == "onnx":
         from edgepress.bench.runner import open_session
         from edgepress.export.runtime import evaluate_onnx

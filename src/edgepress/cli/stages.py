@@ -242,7 +242,7 @@ def quantize(
     text_pair_column: Optional[str] = TextPairColumnOption,
     label_column: Optional[str] = LabelColumnOption,
     task: Optional[str] = TaskOption,
-    backend: Optional[str] = typer.Option(None, help="onnxruntime (default), neural-compressor (int8 PyTorch) or both."),
+    backend: Optional[str] = typer.Option(None, help="onnxruntime (default), neural-compressor (int8 PyTorch), openvino (IR + NNCF int8), or several: onnxruntime,openvino."),
     target: Optional[str] = typer.Option(None, help="auto (this CPU), avx2, avx512, avx512_vnni or arm64."),
     dynamic: Optional[bool] = typer.Option(None, "--dynamic/--no-dynamic", help="Write the dynamic int8 model (default on)."),
     static: Optional[bool] = typer.Option(None, "--static/--no-static", help="Write the static int8 model (default on)."),

@@ -7,7 +7,7 @@ import io
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -80,11 +80,18 @@ def onnx_logits(
 ) -> np.ndarray:
     """Logits for ``rows`` (``text``, optional ``text_pair``), each batch padded to its longest row;
     for tagged sentences ``[sentences, words, tags]``, as ``metrics.torch_logits`` gives them."""
+    return batched_logits(lambda encoded: session.run(None, feeds(session, encoded))[0], tokenizer, rows, max_length, batch_size)
+
+
+def batched_logits(
+    run: Callable[[dict], np.ndarray], tokenizer: "PreTrainedTokenizerBase", rows: dict[str, list], max_length: int, batch_size: int
+) -> np.ndarray:
+    """``onnx_logits`` for any runtime: ``run`` maps one padded batch (numpy arrays) to its logits."""
     chunks: list[np.ndarray] = []
     for start in range(0, len(rows["text"]), batch_size):
         batch = text_slice(rows, start, start + batch_size)
         encoded = encode(tokenizer, batch, max_length, padding=True, return_tensors="np")
-        chunks.extend(per_row(encoded, np.asarray(session.run(None, feeds(session, encoded))[0], dtype=np.float32), batch))
+        chunks.extend(per_row(encoded, np.asarray(run(encoded), dtype=np.float32), batch))
     return stack(chunks) if is_words(rows) else np.concatenate(chunks)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgepress.recipe.sections import Section
 
@@ -44,10 +44,15 @@ class ExportSection(Section):
 class QuantizeSection(Section):
     """int8 variants of the exported fp32 ONNX model, checked against it on the validation split."""
 
-    backend: Literal["onnxruntime", "neural-compressor", "both"] = Field(
-        "onnxruntime",
-        description="onnxruntime: int8 ONNX files from the exported graph; neural-compressor: int8 PyTorch models (Intel "
-        "Neural Compressor 3.x, torch.export + Inductor) from the torch model the export read; both: side by side.",
+    backend: list[Literal["onnxruntime", "neural-compressor", "openvino"]] = Field(
+        ["onnxruntime"],
+        description="One or more of: onnxruntime: int8 ONNX files from the exported graph; neural-compressor: int8 PyTorch "
+        "models (Intel Neural Compressor 3.x, torch.export + Inductor) from the torch model the export read; openvino: "
+        "OpenVINO IR of the exported graph and its NNCF int8 model (pip install 'edgepress[openvino]'). A single name is a "
+        "list of one; both: [onnxruntime, neural-compressor].",
+    )
+    openvino_bf16: bool = Field(
+        True, description="openvino: on CPUs with bf16 (AMX, AVX-512 BF16), also score the IR run in bf16, so bench can offer it."
     )
     dynamic: bool = Field(True, description="Write model_int8_dynamic.onnx: int8 weights, activations quantized at run time.")
     static: bool = Field(True, description="Write model_int8_static.onnx: int8 weights and calibrated int8 activations.")
@@ -84,13 +89,22 @@ class QuantizeSection(Section):
         "0: score at eval_batch_size, faster on large splits.",
     )  # fmt: skip
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _one_or_more_backends(cls, value: object) -> object:
+        if isinstance(value, str):  # one name, "both", or a comma-separated list (the CLI's --backend)
+            return ["onnxruntime", "neural-compressor"] if value == "both" else [v.strip() for v in value.split(",")]
+        return value
+
     @property
     def scoring_batch_size(self) -> int:
         return self.deployment_batch_size or self.eval_batch_size
 
     @model_validator(mode="after")
     def _something_to_do(self) -> "QuantizeSection":
-        if not (self.dynamic or self.static):
+        if not self.backend or len(set(self.backend)) != len(self.backend):
+            raise ValueError("backend must name each of onnxruntime, neural-compressor, openvino at most once, and at least one")
+        if not (self.dynamic or self.static) and set(self.backend) & {"onnxruntime", "neural-compressor"}:
             raise ValueError("dynamic and static are both false; turn on at least one")
         return self
 

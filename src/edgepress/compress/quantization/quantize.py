@@ -46,9 +46,13 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     cfg = ctx.recipe.quantize
     folder = Path(resolve_source(ctx.input_model))
     check_folder_labels(folder, ctx.data.labels, "quantization is judged by accuracy on the data")
-    ort = _onnxruntime(ctx, folder) if cfg.backend in ("onnxruntime", "both") else {"variants": {}}
-    if cfg.backend in ("neural-compressor", "both"):
+    ort = _onnxruntime(ctx, folder) if "onnxruntime" in cfg.backend else {"variants": {}}
+    if "neural-compressor" in cfg.backend:
         ort["variants"].update(_neural_compressor(ctx, folder))
+    if "openvino" in cfg.backend:
+        from edgepress.compress.quantization import openvino_nncf
+
+        ort["variants"].update(openvino_nncf.variants(ctx, folder, KEPT_FILES))
     first = next(iter(ort["variants"].values()))
     return {**ort, "backend": cfg.backend, "evaluated_file": first["file"], "validation": first["validation"], "test": first["test"]}
 
@@ -60,7 +64,7 @@ def _neural_compressor(ctx: "StageContext", folder: Path) -> dict[str, Any]:
 
     source = torch_source(folder)
     model, tokenizer = load_trained(ctx.recipe.model.model_copy(update={"name_or_path": str(source)}), task=ctx.data.task)
-    variants, calibration = {}, _calibration_texts(ctx)
+    variants, calibration = {}, calibration_texts(ctx)
     for mode in [m for m in ("dynamic", "static") if getattr(ctx.recipe.quantize, m)]:
         variants[f"inc-{mode}"] = inc.quantize_variant(ctx, mode, model, tokenizer, ctx.out_dir, calibration)
         _log_variant(f"neural-compressor {mode}", variants[f"inc-{mode}"])
@@ -96,7 +100,7 @@ def _onnxruntime(ctx: "StageContext", folder: Path) -> dict[str, Any]:
     reference = _reference(ctx.data, val_rows, onnx_logits(fp32, tokenizer, val_rows, cfg.max_seq_length, cfg.scoring_batch_size))
     test_rows = ctx.data.test.to_dict()
     fp32_test = predictions_of(onnx_logits(fp32, tokenizer, test_rows, cfg.max_seq_length, cfg.scoring_batch_size))
-    calibration = Calibration(tokenizer, _calibration_texts(ctx), _padded_length(folder, cfg.max_seq_length), cfg.calibration_padding) if cfg.static else None
+    calibration = Calibration(tokenizer, calibration_texts(ctx), _padded_length(folder, cfg.max_seq_length), cfg.calibration_padding) if cfg.static else None
     variants = {}
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
         for mode in [m for m in ("dynamic", "static") if getattr(cfg, m)]:
@@ -235,7 +239,7 @@ def _reference(data, rows: dict, logits: np.ndarray) -> Reference:
     return Reference(data, rows, predictions, logits, scores_of(data, "validation", predictions), score(scores_of(data, "validation", constant)))
 
 
-def _calibration_texts(ctx: "StageContext") -> dict[str, list]:
+def calibration_texts(ctx: "StageContext") -> dict[str, list]:
     train = ctx.data.train.shuffle(seed=ctx.recipe.seed)
     sample = train.select(range(min(ctx.recipe.quantize.calibration_samples, len(train))))
     return {k: sample[k] for k in ("text", "text_pair") if k in sample.column_names}
