@@ -405,3 +405,23 @@ def test_bench_run_of_a_stage_folder_names_the_run_folder(tiny_classifier):
     result = runner.invoke(app, ["bench", "--run", str(tiny_classifier)])
     assert result.exit_code == 2
     assert f"is the folder of one finetune stage, not a run folder; pass the run folder ({tiny_classifier.parent})" in result.output
+
+
+def test_fastest_is_the_quickest_row_within_the_tolerance_of_the_fp32_graph():
+    from edgepress.bench.report import fastest
+
+    def row(name, kind, precision, accuracy, p50):
+        return {"name": name, "kind": kind, "precision": precision, "test": {"accuracy": accuracy},
+                "latency": {"1": {"batch 1": {"p50_ms": p50}}, "2": {"batch 1": {"p50_ms": p50 / 2}}}}  # fmt: skip
+
+    rows = [
+        row("teacher", "torch", "fp32", 0.95, 20.0),  # more accurate, but not the deployed graph
+        row("model.onnx", "onnx", "fp32", 0.90, 5.0),
+        row("int8 close", "onnx", "int8", 0.895, 2.0),  # 0.56% below: within 1%
+        row("int8 far", "openvino", "int8", 0.85, 1.0),  # fastest, but 5.6% below
+    ]
+    chosen = fastest(rows, 0.01)
+    assert chosen["reference"] == "model.onnx"
+    assert chosen["by_threads"] == {"1": {"batch 1": "int8 close"}, "2": {"batch 1": "int8 close"}}
+    assert fastest(rows, 0.1)["by_threads"]["1"]["batch 1"] == "int8 far"
+    assert fastest([{**r, "test": {}} for r in rows], 0.01)["by_threads"] == {}

@@ -118,6 +118,12 @@ def test_bench_times_openvino_beside_onnx_runtime_and_names_runtime_and_precisio
     assert rows["03-quantize/openvino/openvino_model.xml"]["bytes"] > 2 * int8["bytes"]  # embeddings stay fp32
     assert rows["03-quantize/model_int8_dynamic.onnx"]["runtime"] == "onnxruntime"
     assert rows["03-quantize/model_int8_dynamic.onnx"]["precision"] == "int8"
+    chosen = document["fastest"]
+    assert rows[chosen["reference"]]["precision"] == "fp32" and chosen["reference"] in rows
+    for case, name in chosen["by_threads"]["1"].items():  # no row within the tolerance is quicker
+        within = [r for r in rows.values() if r["test"] and r["test"]["accuracy"] >= rows[chosen["reference"]]["test"]["accuracy"] * 0.99]
+        assert rows[name]["latency"]["1"][case]["p50_ms"] == min(r["latency"]["1"][case]["p50_ms"] for r in within)
+    assert "Fastest on this target" in (tmp_path / "bench" / "report.md").read_text()
     bf16_rows = [r for r in rows.values() if r["precision"] == "bf16"]
     assert bool(bf16_rows) == ("bf16" in ir.available_precisions())  # bf16 only where the CPU runs it
 

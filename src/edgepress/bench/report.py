@@ -66,7 +66,36 @@ def bench_document(
         "settings": settings,
         "examples": examples,
         "artifacts": with_ratios(rows),
+        "fastest": fastest(rows, settings.get("tolerance", 0.01)),
     }
+
+
+def fastest(rows: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Per thread count and case, the row with the lowest p50 among those whose test score is
+    within ``tolerance`` (relative) of the reference: the most accurate fp32 graph (the deployed
+    model before quantization), or the most accurate row when there is none. Rows without a test
+    score (fp16 rows on cuda) are not candidates."""
+    from edgepress.metrics import score
+
+    scored = [r for r in rows if r["test"]]
+    if not scored:
+        return {"reference": None, "tolerance": tolerance, "by_threads": {}}
+    graphs = [r for r in scored if r["kind"] in ("onnx", "openvino") and r.get("precision") == "fp32"]
+    reference = max(graphs or scored, key=lambda r: score(r["test"]))
+    floor = score(reference["test"]) * (1 - tolerance)
+    candidates = [r for r in scored if score(r["test"]) >= floor]
+    best: dict[str, dict[str, str]] = {}
+    for row in candidates:
+        for threads, cases in row["latency"].items():
+            for case, stats in cases.items():
+                current = best.setdefault(threads, {}).get(case)
+                if current is None or stats["p50_ms"] < _p50(rows, current, threads, case):
+                    best[threads][case] = row["name"]
+    return {"reference": reference["name"], "tolerance": tolerance, "by_threads": best}
+
+
+def _p50(rows: list[dict[str, Any]], name: str, threads: str, case: str) -> float:
+    return next(r for r in rows if r["name"] == name)["latency"][threads][case]["p50_ms"]
 
 
 def emulated_note(document: dict[str, Any]) -> str:
@@ -129,11 +158,23 @@ def markdown(document: dict[str, Any]) -> str:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    lines += _fastest_lines(document)
     if env.get("emulated"):
         lines += ["", "Agreement with this machine (same inputs, one thread):", ""]
         lines += [f"- {r['name']}: predicted class {100 * r['agreement']['argmax']:.1f}% the same, max |logit difference| "
                   f"{r['agreement']['max_abs_diff']:.2e} over {r['agreement']['examples']} texts" for r in document["artifacts"]]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _fastest_lines(document: dict[str, Any]) -> list[str]:
+    chosen = document.get("fastest") or {}
+    if not chosen.get("by_threads"):
+        return []
+    lines = ["", f"Fastest on this target, among artifacts whose test score is within {100 * chosen['tolerance']:g}% (relative) "
+             f"of {chosen['reference']}'s:", ""]  # fmt: skip
+    for threads, cases in chosen["by_threads"].items():
+        lines += [f"- {threads} thread{'s' if threads != '1' else ''}, {case}: {name}" for case, name in cases.items()]
+    return lines
 
 
 def write_reports(document: dict[str, Any], folder: Path) -> None:

@@ -133,6 +133,11 @@ class BenchSection(Section):
     warmup: int = Field(3, ge=0, description="Untimed calls per artifact before the first round.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (and batches padded) to this many tokens.")
     torch: bool = Field(True, description="Also time the torch artifacts (finetune, distill, prune) with PyTorch.")
+    tolerance: float = Field(
+        0.01, ge=0, lt=1,
+        description="The report names the fastest artifact per thread count and batch among those whose test score is within "
+        "this relative drop of the reference (the most accurate fp32 ONNX or OpenVINO row; else the most accurate row).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _positive_settings(self) -> "BenchSection":
