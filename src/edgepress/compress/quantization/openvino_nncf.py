@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgepress.data.features import encode, text_slice
 from edgepress.errors import ModelError, StageError
 from edgepress.export import ir
 from edgepress.export.runtime import onnx_logits, open_session, quiet_onnxruntime
@@ -39,11 +40,17 @@ log = logging.getLogger(__name__)
 FOLDER = "openvino"
 
 
-def variants(ctx: "StageContext", folder: Path, kept_files: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``{"openvino-int8": ..., "openvino-bf16": ...}`` (bf16 where this CPU has it), written to ``openvino/``."""
+def variants(ctx: "StageContext", folder: Path, kept_files: tuple[str, ...], calibration: dict[str, list]) -> dict[str, dict[str, Any]]:
+    """``{"openvino-int8": ..., "openvino-bf16": ...}`` (bf16 where this CPU has it), written to ``openvino/``;
+    ``calibration``: the training texts (``text``, optional ``text_pair``) that calibrate int8."""
     from transformers import AutoTokenizer
 
     cfg = ctx.recipe.quantize
+    ir.openvino()
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        raise ModelError(f"NNCF is not installed; {ir.INSTALL}") from None
     source = folder / "model.onnx"
     if not source.is_file():
         raise ModelError(f"{folder} has no model.onnx; the OpenVINO backend converts the plain export (run the export stage first)")
@@ -60,7 +67,7 @@ def variants(ctx: "StageContext", folder: Path, kept_files: tuple[str, ...]) -> 
     found = {}
     if cfg.openvino_bf16 and "bf16" in ir.available_precisions():
         found["openvino-bf16"] = _bf16(judge, fp32, out)
-    found["openvino-int8"] = _int8(ctx, judge, fp32, out)
+    found["openvino-int8"] = _int8(ctx, judge, fp32, out, calibration)
     for name, variant in found.items():
         log.info("%s kept (%s): test %s %.2f%%, agrees with fp32 on %.1f%% of test", name, variant["described"],
                  score_name(variant["test"]), 100 * score(variant["test"]), 100 * variant["test_agreement_with_fp32"])  # fmt: skip
@@ -128,11 +135,11 @@ def _bf16(judge: Judge, fp32: Any, out: Path) -> dict[str, Any]:
             "bytes": ir.file_bytes(path), "size_ratio": 1.0, "trials": [kept]}  # fmt: skip
 
 
-def _int8(ctx: "StageContext", judge: Judge, fp32: Any, out: Path) -> dict[str, Any]:
+def _int8(ctx: "StageContext", judge: Judge, fp32: Any, out: Path, texts: dict[str, list]) -> dict[str, Any]:
     import nncf
 
     cfg = ctx.recipe.quantize
-    calibration = nncf.Dataset(_calibration_items(ctx, judge.tokenizer, [port.any_name for port in fp32.inputs]))
+    calibration = nncf.Dataset(_calibration_items(texts, judge.tokenizer, [port.any_name for port in fp32.inputs], cfg.max_seq_length))
     common = {"model_type": nncf.ModelType.TRANSFORMER, "subset_size": cfg.calibration_samples, "target_device": nncf.TargetDevice.CPU}
     with _quiet_nncf():
         quantized = nncf.quantize(fp32, calibration, **common)
@@ -176,15 +183,11 @@ def _with_accuracy_control(judge: Judge, fp32: Any, calibration: Any, common: di
         )  # fmt: skip
 
 
-def _calibration_items(ctx: "StageContext", tokenizer: Any, names: list[str]) -> list[dict[str, np.ndarray]]:
+def _calibration_items(texts: dict[str, list], tokenizer: Any, names: list[str], max_length: int) -> list[dict[str, np.ndarray]]:
     """One training text per item at its real length: the ranges are those of words, not of padding."""
-    from edgepress.compress.quantization.quantize import calibration_texts
-    from edgepress.data.features import encode, text_slice
-
-    texts = calibration_texts(ctx)
     items = []
     for i in range(len(texts["text"])):
-        encoded = encode(tokenizer, text_slice(texts, i, i + 1), ctx.recipe.quantize.max_seq_length, return_tensors="np")
+        encoded = encode(tokenizer, text_slice(texts, i, i + 1), max_length, return_tensors="np")
         items.append({n: np.asarray(encoded[n], dtype=np.int64) for n in names})
     return items
 

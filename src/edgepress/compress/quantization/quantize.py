@@ -52,7 +52,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     if "openvino" in cfg.backend:
         from edgepress.compress.quantization import openvino_nncf
 
-        ort["variants"].update(openvino_nncf.variants(ctx, folder, KEPT_FILES))
+        ort["variants"].update(openvino_nncf.variants(ctx, folder, KEPT_FILES, calibration_texts(ctx)))
     first = next(iter(ort["variants"].values()))
     return {**ort, "backend": cfg.backend, "evaluated_file": first["file"], "validation": first["validation"], "test": first["test"]}
 
