@@ -152,3 +152,21 @@ def test_the_backend_list_reads_one_name_both_and_a_comma_list():
 def test_a_missing_ir_names_the_stage_that_writes_it(tmp_path: Path):
     with pytest.raises(ModelError, match="quantize.backend: \\[openvino\\]"):
         ir.read(tmp_path / "openvino_model.xml")
+
+
+def test_the_runtimes_benchmark_times_every_runtime_in_one_bench_run(with_openvino, tiny_csv, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    run = with_openvino[-1].folder.parent
+    out = tmp_path / "runtimes.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "runtimes.py"), str(run), "--data", str(tiny_csv), "--output", str(tmp_path / "rt"),
+         "--examples", "32", "--rounds", "1", "--max-seq-length", "24", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["name"]: row for row in json.loads(out.read_text())["bench"]["artifacts"]}
+    # the run has no static int8 file (static: false): four files, two runtimes
+    assert set(rows) == {"ORT fp32 (fused)", "ORT int8 dynamic", "OpenVINO fp32 IR", "OpenVINO NNCF int8"}
+    assert {r["runtime"] for r in rows.values()} == {"onnxruntime", "openvino"}
+    assert set(rows["OpenVINO NNCF int8"]["latency"]["1"]) == {"batch 1", "batch 32 x 24"}
+    assert "Fastest on this target" in done.stdout
