@@ -170,3 +170,28 @@ def test_the_runtimes_benchmark_times_every_runtime_in_one_bench_run(with_openvi
     assert {r["runtime"] for r in rows.values()} == {"onnxruntime", "openvino"}
     assert set(rows["OpenVINO NNCF int8"]["latency"]["1"]) == {"batch 1", "batch 32 x 24"}
     assert "Fastest on this target" in done.stdout
+
+
+def test_the_peak_benchmark_counts_the_work_and_profiles_each_runtime(with_openvino, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    run = with_openvino[-1].folder.parent
+    out = tmp_path / "peak.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "peak.py"), str(run), "--openvino", str(with_openvino[-1].folder / "openvino"),
+         "--length", "24", "--calls", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    # 2 layers of a 128-wide BERT with a 512-wide FFN, 32 x 24 tokens: q, k, v, output (4 x 128 x 128), FFN
+    # (2 x 128 x 512) and attention's two products (2 x 24 x 128 per token), 2 operations per multiply-add
+    tokens = 32 * 24
+    expected = 2 * 2 * tokens * (4 * 128 * 128 + 2 * 128 * 512 + 2 * 24 * 128)
+    assert expected <= result["ops_per_batch"] <= expected * 1.01  # plus the pooler and classifier on 32 rows only
+    assert result["gemm_shape_mkn"] in ([tokens, 128, 512], [tokens, 512, 128])
+    files = {row["file"] for row in result["rows"]}
+    assert files == {"ORT fp32 (fused)", "ORT int8 dynamic", "OpenVINO fp32 IR", "OpenVINO NNCF int8"}
+    for row in result["rows"]:
+        assert row["gop_per_s"] > 0 and abs(sum(row["kernel_profile"].values()) - 1) < 0.2 and row["kernel_profile"]
+    dynamic = next(r for r in result["rows"] if r["file"] == "ORT int8 dynamic")
+    assert "QAttention" in dynamic["kernel_profile"] or "DynamicQuantizeMatMul" in dynamic["kernel_profile"]
