@@ -195,3 +195,29 @@ def test_the_peak_benchmark_counts_the_work_and_profiles_each_runtime(with_openv
         assert row["gop_per_s"] > 0 and abs(sum(row["kernel_profile"].values()) - 1) < 0.2 and row["kernel_profile"]
     dynamic = next(r for r in result["rows"] if r["file"] == "ORT int8 dynamic")
     assert "QAttention" in dynamic["kernel_profile"] or "DynamicQuantizeMatMul" in dynamic["kernel_profile"]
+
+
+def test_a_search_trial_is_timed_on_every_kept_file_and_takes_the_fastest(with_openvino):
+    from edgepress.search.latency import ReferenceTimer
+    from edgepress.search.study import deployable, trial_values
+
+    outcome = with_openvino[-1]
+    assert [path.name for path, _ in deployable(outcome)] == ["model_int8_dynamic.onnx", ir.INT8_NAME]
+
+    class Recording(ReferenceTimer):  # the real timer, remembering each file's figure
+        seen: dict[str, float] = {}
+
+        def __call__(self, artifact: Path) -> float:
+            self.seen[artifact.name] = super().__call__(artifact)
+            return self.seen[artifact.name]
+
+    timer = Recording(with_openvino[1].folder / "model.onnx", ["sports match goal", "the vote was close"] * 4, max_length=24, rounds=2)
+    values = trial_values(outcome, timer)
+    assert set(timer.seen) == {"model_int8_dynamic.onnx", ir.INT8_NAME}
+    fastest = min(timer.seen, key=timer.seen.get)
+    assert values["latency_ms"] == timer.seen[fastest] and values["latency_ratio"] == values["latency_ms"] / timer.baseline_ms
+    variant = next(v for v in outcome.manifest["metrics"]["variants"].values() if v["file"].endswith(fastest))
+    assert values["accuracy"] == variant["validation"]["accuracy"]
+    path = next(p for p, _ in deployable(outcome) if p.name == fastest)
+    size = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".xml" else 0)
+    assert values["size_mb"] == size / 1e6

@@ -27,8 +27,8 @@ class ReferenceTimer:
         self.baseline_ms: float | None = None
 
     def __call__(self, artifact: Path) -> float:
-        if artifact.suffix != ".onnx":
-            raise EdgepressError(f"search: latency is measured on ONNX files; end the recipe with export or quantize, not {artifact.name}")
+        if artifact.suffix not in (".onnx", ".xml"):
+            raise EdgepressError(f"search: latency is measured on ONNX and OpenVINO files; end the recipe with export or quantize, not {artifact.name}")
         calls = {"reference": self._calls(self.reference), "trial": self._calls(artifact)}
         times = runner.time_interleaved(calls, self.rounds)
         reference, trial = (float(np.median(times[k])) for k in ("reference", "trial"))
@@ -40,6 +40,13 @@ class ReferenceTimer:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path.parent)
+        if path.suffix == ".xml":  # an OpenVINO IR, in f32 (as the quantize stage scored it)
+            from edgepress.export import ir
+
+            compiled = ir.compile_ir(path, "f32", self.threads)
+            request = compiled.create_infer_request()
+            inputs = [ir.feeds(compiled, dict(encode(tokenizer, {"text": [t]}, self.max_length, return_tensors="np"))) for t in self.texts]
+            return [lambda f=f: request.infer(f) for f in inputs]
         session = runner.open_session(str(path), self.threads)
         feeds = [runner.feeds_for(session, dict(encode(tokenizer, {"text": [t]}, self.max_length, return_tensors="np"))) for t in self.texts]
         return [lambda f=f: session.run(None, f) for f in feeds]
