@@ -4,7 +4,7 @@
 
 1. `edgepress quantize --backend openvino` on the run's export folder (the run's own quantize stage
    is left as it is; the OpenVINO files go to <output>/openvino-run/), unless the run already has
-   them (quantize.backend included openvino).
+   them (quantize.backend included openvino) or --openvino names a folder with them.
 2. `edgepress bench --model ...` of the fused fp32 ONNX file, ONNX Runtime's dynamic and static int8
    files, the fp32 IR (in f32, and in bf16 where the CPU has it) and NNCF's int8 IR: batch 1 at real
    lengths and batch 32 x 128, 1 thread and all cores, interleaved rounds. The report names the
@@ -32,7 +32,7 @@ def main() -> None:
     export, quantize = stage_folder(run, "export"), stage_folder(run, "quantize")
     source = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data  # a path, or builtin:bbc-news
     data = ["--data", source] + (["--text-column", args.text_column] if args.text_column else [])
-    openvino = quantize / "openvino"
+    openvino = args.openvino or quantize / "openvino"
     if not (openvino / "openvino_model_int8.xml").is_file():
         edgepress("quantize", "--model", str(export), *data, "--backend", "openvino", "--name", "openvino-run",
                   "--output-dir", str(args.output), "--force")  # fmt: skip
@@ -74,6 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="the run's data, a path or builtin:bbc-news (its test split is scored)")
     parser.add_argument("--text-column", default=None)
     parser.add_argument("--output", type=Path, default=Path("runs/runtimes"))
+    parser.add_argument("--openvino", type=Path, help="a folder with the OpenVINO files of this run's export (default: made here)")
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-seq-length", type=int, default=128, help="the padded batch's length (within the model's positions)")
