@@ -152,7 +152,7 @@ def test_trial_latency_is_a_ratio_to_the_reference_recorded_with_the_study(tmp_p
     again = ReferenceTimer(reference.folder / "model_optimized.onnx", texts, max_length=24, rounds=3)
     run_study(base, space, Plan(objectives=("accuracy", "latency_ms"), trials=2), storage, measure=again)
     assert again.baseline_ms == recorded
-    with pytest.raises(EdgepressError, match="latency is measured on ONNX files"):
+    with pytest.raises(EdgepressError, match="latency is measured on ONNX and OpenVINO files"):
         timer(tiny_classifier / "model.safetensors")
 
 
