@@ -32,7 +32,7 @@ CHECKPOINTS = ".checkpoints"  # inside a partial folder: what an interrupted sta
 MANIFEST_SCHEMA = 1
 TRACKED_PACKAGES = (
     "edgepress", "torch", "transformers", "datasets", "accelerate", "onnx", "onnxruntime",
-    "optimum", "optimum-onnx", "neural-compressor", "numpy", "scikit-learn",
+    "onnxscript", "optimum", "optimum-onnx", "neural-compressor", "neural-compressor-pt", "openvino", "nncf", "numpy", "scikit-learn",
 )  # fmt: skip
 
 
