@@ -113,7 +113,8 @@ def test_bench_times_openvino_beside_onnx_runtime_and_names_runtime_and_precisio
     assert_schema_valid(document, "bench")
     rows = {row["name"]: row for row in document["artifacts"]}
     int8 = rows["03-quantize/openvino/openvino_model_int8.xml"]
-    assert int8["runtime"] == "openvino" and int8["kind"] == "openvino" and int8["precision"] == "fp32"
+    assert int8["runtime"] == "openvino" and int8["kind"] == "openvino" and int8["precision"] == "int8"
+    assert rows["03-quantize/openvino/openvino_model.xml"]["precision"] == "fp32"
     assert int8["test"]["accuracy"] > 0.5 and set(int8["latency"]["1"]) == {"batch 1", "batch 4 x 24"}
     assert rows["03-quantize/openvino/openvino_model.xml"]["bytes"] > 2 * int8["bytes"]  # embeddings stay fp32
     assert rows["03-quantize/model_int8_dynamic.onnx"]["runtime"] == "onnxruntime"

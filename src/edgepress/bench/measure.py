@@ -234,11 +234,11 @@ RUNTIMES = {"torch": "pytorch", "onnx": "onnxruntime", "inc": "pytorch-inductor"
 
 
 def precision_of(artifact: Artifact) -> str:
-    """What a row computes in: the OpenVINO precision asked for, else read from the file's name
-    (edgepress names its int8 and fp16 files so), else fp32."""
-    if artifact.precision:
-        return {"f32": "fp32"}.get(artifact.precision, artifact.precision)
+    """What a row computes in: bf16 for an OpenVINO IR run in bf16, else read from the file's name
+    (edgepress names its int8 and fp16 files so, ONNX and OpenVINO alike), else fp32."""
     name = artifact.path.name
+    if artifact.precision and artifact.precision != "f32":  # bf16: an IR run in bf16
+        return artifact.precision
     return "int8" if artifact.kind == "inc" or "int8" in name else "fp16" if "fp16" in name else "fp32"
 
 
