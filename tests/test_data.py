@@ -199,8 +199,15 @@ def test_unknown_extension_asks_for_a_format(tmp_path):
 
 
 def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    # the libraries read these variables once, on import: set their constants too, or each call
+    # retries the unreachable Hub for ~23 s (1 + 2 + 4 + 8 + 8 s of backoff) before the same error
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="could not load dataset 'no-such-org/no-such-dataset'"):
         load_data(section(source="no-such-org/no-such-dataset"))
 

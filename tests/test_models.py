@@ -67,7 +67,10 @@ def test_missing_folder_and_folder_without_config_are_clear_errors(tmp_path):
 
 
 def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read on import: the constant too, or the Hub is retried for ~23 s
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelError, match="'no-such-org/no-such-model' could not be loaded"):
         load_classifier(ModelSection(name_or_path="no-such-org/no-such-model"), LABELS)
 
