@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/edgepress run recipes/bbc-news.yaml
 
+# The suite in parallel, one worker per core (pytest-xdist): most of a test's time is imports,
+# subprocess start-up and single-threaded tokenization, which a second worker overlaps. loadscope
+# keeps a module's tests on one worker, so a module-scoped fixture (a trained run) is built once.
+TEST_WORKERS ?= auto
+
 test: install test-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # What the ssh, emulated-arm64 and WordNet tests need from Debian. Installed when missing and this
 # is root on a machine with apt (CI is); elsewhere those tests skip and say which package to add.

@@ -21,16 +21,15 @@ Prints a table and writes benchmarks/results/distill_vs_hard_labels.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from common import slug, variant_recipe
 
 from edgepress.bench.runner import cpu_description
-from edgepress.recipe.loading import Recipe, apply_override, set_path, validate_recipe
 from edgepress.running.pipeline import run_recipe
 from edgepress.running.runs import environment
 
@@ -87,15 +86,6 @@ def main() -> None:
     report(rows, teacher, args, base)
 
 
-def variant_recipe(base: dict, overrides: list[str], updates: dict) -> Recipe:
-    raw = copy.deepcopy(base)
-    for item in overrides:
-        apply_override(raw, item)
-    for key, value in updates.items():
-        set_path(raw, key, value)
-    return validate_recipe(raw)
-
-
 def fine_tune_teacher(base: dict, args: argparse.Namespace) -> Path:
     overrides = ["stages=[finetune]", *args.set, *args.teacher_set]
     recipe = variant_recipe(base, overrides, {"name": args.teacher_name, "output_dir": args.output_dir})
@@ -139,10 +129,6 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
-
-
-def slug(text: str) -> str:
-    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from common import stage_folder
 
 HERE = Path(__file__).resolve().parent
 BATCH, LENGTH, CALLS = 32, 128, 15  # --length and --calls change the last two (a tiny test model has few positions)
@@ -39,7 +39,7 @@ def main() -> None:
     LENGTH, CALLS = args.length, args.calls
     from edgepress.bench.report import machine
 
-    export, quantize = (stage(args.run, name) for name in ("export", "quantize"))
+    export, quantize = (stage_folder(args.run, name) for name in ("export", "quantize"))
     ops, shape = work(export / "model.onnx")
     threads = sorted({1, os.cpu_count() or 1})
     peaks = {f"{kind} {t}T": peak(kind, shape, t) for kind in ("int8", "fp32") for t in threads}
@@ -61,13 +61,6 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
-
-
-def stage(run: Path, name: str) -> Path:
-    for folder in sorted(run.glob("[0-9][0-9]-*")):
-        if (folder / "edgepress.json").is_file() and json.loads((folder / "edgepress.json").read_text()).get("stage") == name:
-            return folder
-    sys.exit(f"{run} has no {name} stage folder; give a run folder whose recipe ran export and quantize")
 
 
 def work(path: Path) -> tuple[float, list[int]]:

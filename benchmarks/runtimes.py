@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from common import edgepress, stage_folder
+
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 
 
 def main() -> None:
@@ -53,19 +52,6 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"run": str(run), "models": {k: str(v) for k, v in models.items()}, "bench": document}, indent=2) + "\n")
     print(f"wrote {args.json}")
-
-
-def stage_folder(run: Path, stage: str) -> Path:
-    for folder in sorted(run.glob("[0-9][0-9]-*")):
-        manifest = folder / "edgepress.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("stage") == stage:
-            return folder
-    sys.exit(f"{run} has no {stage} stage folder; give a run folder whose recipe ran export and quantize")
-
-
-def edgepress(*arguments: str) -> None:
-    print("+ edgepress " + " ".join(arguments), flush=True)
-    subprocess.run([str(BIN / "edgepress"), *arguments], check=True)
 
 
 def parse_args() -> argparse.Namespace:

@@ -40,6 +40,36 @@ def test_distill_benchmark_compares_all_variants_in_one_run(tmp_path, tiny_bert,
     assert teacher["config"]["finetune"]["epochs"] == 5 and result["teacher_overrides"] == ["finetune.epochs=5"]
 
 
+@pytest.mark.slow
+def test_distill_ablation_runs_each_technique_alone_and_together(tmp_path, tiny_classifier, tiny_csv):
+    """benchmarks/distill_ablation.py: one distillation per technique from the same teacher, and one
+    with all of them; each row differs from the baseline in what it trained on, or how."""
+    recipe = tiny_recipe(tmp_path, tiny_classifier, tiny_csv).model_dump(mode="json")
+    recipe["data"]["max_train_samples"] = 150  # leaves rows out: the transfer text
+    recipe["distill"] = {"learning_rate": 2e-3, "epochs": 1, "max_seq_length": 24, "student": {"num_layers": 1}, "augment": {"factor": 3}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "result.json"
+    args = [
+        "--recipe", str(tmp_path / "recipe.yaml"), "--data", str(tiny_csv), "--teacher", str(tiny_classifier),
+        "--ensemble-seeds", "43", "--set", "finetune.epochs=2", "--transfer-texts", "100",
+        "--output-dir", str(tmp_path / "runs"), "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_ablation.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["baseline", "+ transfer", "+ augmentation", "+ staged", "+ ensemble", "together"]
+    base = rows["baseline"]
+    assert base["transfer"] is None and base["phases"] == 1 and base["teachers"] == 1  # the recipe's augmentation is turned off
+    assert rows["+ transfer"]["transfer"]["kept"] == 100 and rows["+ transfer"]["rows"] == base["rows"] + 100
+    assert rows["+ augmentation"]["rows"] == 2 * base["rows"]  # --augment 1, not the recipe's 3
+    assert rows["+ staged"]["phases"] == 2 and rows["+ staged"]["rows"] == base["rows"]
+    assert rows["+ ensemble"]["teachers"] == 2 and rows["+ ensemble"]["rows"] == base["rows"]
+    together = rows["together"]
+    assert (together["rows"], together["phases"], together["teachers"]) == (2 * base["rows"] + 100, 2, 2)
+    assert all(0 <= r["test"] <= 1 and r["metric"] == "accuracy" for r in rows.values())
+    assert "together" in done.stdout and (tmp_path / "runs" / "ablation-teacher-s43" / "01-finetune").is_dir()
+
+
 def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classifier, tiny_csv):
     recipe = tiny_recipe(tmp_path, tiny_classifier, tiny_csv).model_dump(mode="json")
     recipe["distill"] = {"learning_rate": 2e-3, "epochs": 2, "max_seq_length": 24, "student": {"num_layers": 1}}

@@ -32,7 +32,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE.parent))
+from common import edgepress, stage_folders  # noqa: E402
 TARGETS = {"accuracy_points_below_teacher": 1.0, "speedup_vs_torch": 15.0, "speedup_vs_usual": 6.0, "size_ratio_vs_onnx": 10.0, "minutes": 60.0}
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     with timed(timings, "recipe"):
         edgepress("run", str(args.recipe), "--name", args.name, "--output-dir", args.output_dir,
                   "--set", f"data.source={args.data.resolve()}", *sum((["--set", s] for s in args.set), []))  # fmt: skip
-    stages = {json.loads((f / "edgepress.json").read_text())["stage"]: f for f in sorted(run.glob("[0-9][0-9]-*")) if (f / "edgepress.json").is_file()}
+    stages = stage_folders(run)
     teacher = stages["finetune"]
     with timed(timings, "usual path"):
         usual = usual_path(teacher, run / "usual-path")
@@ -80,11 +81,6 @@ class timed:
 
     def __exit__(self, *exc) -> None:
         self.timings[self.name] = round(time.monotonic() - self.start, 1)
-
-
-def edgepress(*arguments: str) -> None:
-    print("+ edgepress " + " ".join(arguments), flush=True)
-    subprocess.run([str(BIN / "edgepress"), *arguments], check=True)
 
 
 def usual_path(teacher: Path, folder: Path) -> dict[str, Path]:
