@@ -14,7 +14,8 @@ student, loss and schedule; the variants differ only in:
   if given, as unlabelled text the teacher labels (``--transfer-texts`` at most);
 - ``+ augmentation``: ``--augment`` copies of each training text (text edits, or for token
   classification Dai & Adel's four operations), labelled by the teacher;
-- ``+ staged``: ``--intermediate-epochs`` on hidden states and attention first (weights 1 and 1);
+- ``+ staged``: ``--intermediate-epochs`` on ``--staged-terms`` first (default: hidden states and
+  MiniLMv2's relations, weight 1 each), then the recipe's prediction terms;
 - ``+ ensemble``: the soft targets averaged over the teacher and the teachers of ``--ensemble`` (folders),
   or of ``--ensemble-seeds`` (the teacher's recipe fine-tuned again with those seeds, once);
 - ``together``: all of the above.
@@ -58,12 +59,12 @@ def variants(base: dict, data: dict, args: argparse.Namespace, ensemble: list[st
     task = variant_recipe(base, [], data).task
     baseline = ["distill.augment.factor=0", "distill.transfer.unused_train=false", "distill.transfer.source=null",
                 "distill.ensemble=[]", "distill.intermediate_epochs=0", "distill.loss.hidden_weight=0",
-                "distill.loss.attention_weight=0"]  # fmt: skip
+                "distill.loss.attention_weight=0", "distill.loss.relation_weight=0"]  # fmt: skip
     transfer = ["distill.transfer.unused_train=true", f"distill.transfer.max_texts={args.transfer_texts}"]
     if args.transfer_source:
         transfer.append(f"distill.transfer.source={args.transfer_source.resolve()}")
     augment = [f"distill.augment.factor={args.augment}"]
-    staged = [f"distill.intermediate_epochs={args.intermediate_epochs:g}", "distill.loss.hidden_weight=1", "distill.loss.attention_weight=1"]
+    staged = [f"distill.intermediate_epochs={args.intermediate_epochs:g}", *(f"distill.loss.{term}_weight=1" for term in args.staged_terms)]
     found = {"baseline": [], "+ transfer": transfer, "+ augmentation": augment, "+ staged": staged}
     if ensemble:
         found["+ ensemble"] = ["distill.ensemble=" + json.dumps(ensemble)]
@@ -140,6 +141,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--transfer-source", type=Path, help="a file or folder of unlabelled texts (distill.transfer.source)")
     parser.add_argument("--augment", type=int, default=1, help="augmented copies per training text")
     parser.add_argument("--intermediate-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--staged-terms", nargs="+", choices=["hidden", "attention", "relation"], default=["hidden", "relation"],
+        help="the first phase's terms, weight 1 each (attention maps cost the most memory in the teacher cache: N x heads x L x L)",
+    )  # fmt: skip
     parser.add_argument("--ensemble", type=Path, nargs="*", default=[], help="more fine-tuned teacher folders")
     parser.add_argument("--ensemble-seeds", type=int, nargs="*", default=[], help="fine-tune the teacher's recipe with these seeds")
     parser.add_argument("--set", action="append", default=[], help="recipe override for every variant, e.g. distill.epochs=2")

@@ -125,10 +125,12 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
 
 
 def _transfer_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
-    """Issue 30: bad sources of distillation transfer text (the teacher is the tiny fine-tuned model)."""
+    """Issue 30: bad sources of distillation transfer text, and relation heads that do not divide the
+    teacher's width (the teacher is the tiny fine-tuned model, 32 wide)."""
 
-    def distill(name: str, source: Path) -> Case:
-        recipe = {**w.finetune(name), "stages": ["distill"], "distill": {"epochs": 1, "max_seq_length": 16, "transfer": {"source": str(source)}}}
+    def distill(name: str, source: Path | None = None, **settings) -> Case:
+        transfer = {"transfer": {"source": str(source)}} if source else {}
+        recipe = {**w.finetune(name), "stages": ["distill"], "distill": {"epochs": 1, "max_seq_length": 16, **transfer, **settings}}
         return run(w.recipe(name, recipe))
 
     return {
@@ -136,6 +138,7 @@ def _transfer_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
         "transfer-empty": lambda: distill("t2", w.file("blank.txt", "\n  \n")),
         "transfer-column": lambda: distill("t3", w.file("bodies.csv", "body\nsome words\nmore words\n")),
         "transfer-undecodable": lambda: distill("t4", w.file("latin.txt", b"caf\xe9 au lait\n")),
+        "relation-heads": lambda: distill("t5", student={"num_layers": 1}, loss={"relation_weight": 1.0, "relation_heads": 3}),
     }
 
 

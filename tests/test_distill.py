@@ -6,7 +6,7 @@ import torch
 from conftest import build_tiny_bert, require_system_tool, tiny_recipe
 
 from edgepress.compress.training import augment as augment_module
-from edgepress.compress.training import distill, losses, teacher_cache
+from edgepress.compress.training import distill, distill_trainer, losses, relations, teacher_cache
 from edgepress.compress.training.augment import augment_texts
 from edgepress.compress.training.students import build_student, check_compatible, evenly_spaced, layer_map
 from edgepress.compress.training.teacher_cache import CacheRequest, run_teacher
@@ -151,7 +151,7 @@ def test_idx_in_shuffled_padded_batches_points_at_the_row_the_teacher_saw(teache
 
     _, tokenizer = teacher
     rows = {"text": [" ".join(f"w{(i + k) % 40}" for k in range(1 + i % 7)) for i in range(30)], "label": [i % 3 for i in range(30)]}
-    dataset = distill.transfer_dataset(rows, tokenizer, max_length=16)
+    dataset = distill_trainer.transfer_dataset(rows, tokenizer, max_length=16)
     loader = DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=DataCollatorWithPadding(tokenizer))
     seen = []
     for batch in loader:
@@ -290,8 +290,49 @@ def test_staged_distillation_trains_a_random_student_without_collapse(tiny_class
     assert outcome.manifest["metrics"]["test"]["accuracy"] >= 0.9
 
 
+def test_relations_compare_token_pairs_whatever_the_width(teacher):
+    """MiniLMv2's relation term: L x L relations per relation head, so a 16-wide student is compared
+    with a 32-wide teacher; padding positions carry nothing, as keys or as queries."""
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    states = torch.randn(2, 4, 32)
+    related = losses.relations(states, 2, mask)
+    assert related.shape == (2, 2, 4, 4) and torch.allclose(related.sum(-1), torch.ones(2, 2, 4))
+    assert related[0, :, :, 3].abs().max() < 1e-6 and related[1, :, :, 2:].abs().max() < 1e-6
+    assert float(losses.relation_kl(states.clone(), states, 2, mask)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(2, 4, 16, requires_grad=True)
+    loss = losses.relation_kl(student, states, 2, mask)
+    loss.backward()
+    assert float(loss) > 0.01 and torch.isfinite(student.grad).all()
+    assert student.grad[0, 3].abs().sum() == 0 and student.grad[1, 2:].abs().sum() == 0
+    moved = states.clone()
+    moved[0, 3] += 5.0
+    assert float(losses.relation_kl(student, moved, 2, mask)) == pytest.approx(float(loss))
+    model, _ = teacher
+    with pytest.raises(RecipeError, match="relation_heads is 3, which does not divide the teacher's 32-wide query vectors; .*e.g. 2"):
+        relations.check_heads(3, relations.layer_of(model, -1), "teacher")
+
+
+@pytest.mark.slow
+def test_relation_distillation_teaches_a_student_of_another_width_and_head_count(tiny_classifier, tiny_csv, tmp_path):
+    """Issue 30, MiniLMv2: a random 16-wide student with 4 heads (the teacher: 32 wide, 2 heads, so
+    attention maps cannot be compared) learns the teacher's last-layer relations first, then the task."""
+    loss = {"relation_weight": 1.0, "relation_heads": 2, "hard_weight": 0.5, "soft_weight": 0.5}
+    student = {"num_layers": 1, "from_teacher": False, "hidden_size": 16, "num_attention_heads": 4, "intermediate_size": 32}
+    recipe = distill_recipe(
+        tmp_path, tiny_classifier, tiny_csv, student=student, loss=loss, epochs=12, intermediate_epochs=3, logging_steps=10,
+    ).model_copy(update={"stages": ["distill"]})  # fmt: skip
+    (outcome,) = run_recipe(recipe)
+    train = outcome.manifest["metrics"]["train"]
+    first = train["intermediate_phase"]
+    curve = [value for _, value in first["loss_curve"]]
+    assert "loss_relation" in first and "loss_hidden" not in first and "loss_relation" not in train
+    assert len(curve) >= 5 and curve[-1] < 0.5 * curve[0]  # the student's last layer learns the teacher's relations
+    assert outcome.manifest["metrics"]["test"]["accuracy"] >= 0.9
+
+
 def test_staged_distillation_needs_both_kinds_of_terms():
-    with pytest.raises(RecipeError, match="intermediate_epochs trains the hidden-state and attention terms first, and both weights are 0"):
+    with pytest.raises(RecipeError, match="intermediate_epochs trains the hidden-state, attention and relation terms first, and their weights are 0"):
         validate_recipe({"distill": {"intermediate_epochs": 1}})
     with pytest.raises(RecipeError, match="followed by a phase on the hard and soft labels, and both weights are 0"):
         validate_recipe({"distill": {"intermediate_epochs": 1, "loss": {"hidden_weight": 1, "hard_weight": 0, "soft_weight": 0}}})

@@ -92,6 +92,8 @@ def distill(
     temperature: Optional[float] = typer.Option(None, help="Soft-label temperature."),
     hidden_weight: Optional[float] = typer.Option(None, help="Weight of the hidden-state MSE loss."),
     attention_weight: Optional[float] = typer.Option(None, help="Weight of the attention KL loss."),
+    relation_weight: Optional[float] = typer.Option(None, help="Weight of the self-attention relation KL loss (MiniLMv2)."),
+    intermediate_epochs: Optional[float] = typer.Option(None, help="Staged: epochs on the intermediate terms alone first."),
     augment: Optional[int] = typer.Option(None, help="Augmented copies per training example (0: off)."),
     epochs: Optional[float] = EpochsOption,
     learning_rate: Optional[float] = LearningRateOption,
@@ -115,7 +117,8 @@ def distill(
         "distill.student.num_layers": num_layers, "distill.student.layers": kept, "distill.student.model": student_model,
         "distill.loss.hard_weight": hard_weight, "distill.loss.soft_weight": soft_weight,
         "distill.loss.temperature": temperature, "distill.loss.hidden_weight": hidden_weight,
-        "distill.loss.attention_weight": attention_weight, "distill.augment.factor": augment,
+        "distill.loss.attention_weight": attention_weight, "distill.loss.relation_weight": relation_weight,
+        "distill.intermediate_epochs": intermediate_epochs, "distill.augment.factor": augment,
         **_common_flags(
             "distill", data, (text_column, text_pair_column, label_column),
             (epochs, learning_rate, batch_size, max_seq_length), seed,

@@ -95,16 +95,23 @@ class DistillLossSection(Section):
     layer_map: Optional[dict[int, int]] = Field(
         None, description="Student layer -> teacher layer for the intermediate terms. Default: the kept layers, or uniform."
     )
+    relation_weight: float = Field(
+        0.0, ge=0,
+        description="KL between self-attention relations (query-query, key-key, value-value) of the student's last layer and "
+        "the teacher's relation_layer (MiniLMv2); any width and head count.",
+    )  # fmt: skip
+    relation_heads: int = Field(12, gt=0, description="Relation heads the queries, keys and values are split into (MiniLMv2: 12 for base-size teachers, 48 for large).")
+    relation_layer: Optional[int] = Field(None, ge=0, description="The teacher layer whose relations the student learns. Default: the last.")
 
     @model_validator(mode="after")
     def _some_term_on(self) -> "DistillLossSection":
-        if not any((self.hard_weight, self.soft_weight, self.hidden_weight, self.attention_weight)):
+        if not any((self.hard_weight, self.soft_weight, self.hidden_weight, self.attention_weight, self.relation_weight)):
             raise ValueError("every loss weight is 0; give at least one term a positive weight")
         return self
 
     @property
     def needs_intermediate(self) -> bool:
-        return self.hidden_weight > 0 or self.attention_weight > 0
+        return self.hidden_weight > 0 or self.attention_weight > 0 or self.relation_weight > 0
 
 
 class AugmentSection(Section):
@@ -174,8 +181,8 @@ class DistillSection(TrainingSection):
     def _staged_needs_intermediate_terms(self) -> "DistillSection":
         if self.intermediate_epochs > 0 and not self.loss.needs_intermediate:
             raise ValueError(
-                "intermediate_epochs trains the hidden-state and attention terms first, and both weights are 0; "
-                "set distill.loss.hidden_weight (or attention_weight), or intermediate_epochs: 0"
+                "intermediate_epochs trains the hidden-state, attention and relation terms first, and their weights are 0; "
+                "set distill.loss.hidden_weight (or attention_weight, relation_weight), or intermediate_epochs: 0"
             )
         if self.intermediate_epochs > 0 and not (self.loss.hard_weight or self.loss.soft_weight):
             raise ValueError("intermediate_epochs is followed by a phase on the hard and soft labels, and both weights are 0; give one a weight")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from edgepress import distributed, encoders
 from edgepress.compress.pruning import importance, surgery, vocabulary
 from edgepress.compress.pruning.plan import Baseline, Cut, plan_budget, plan_fractions
-from edgepress.compress.training.distill import projections_for, teacher_labels, teacher_outputs_for, train_with_teacher
+from edgepress.compress.training.distill import teacher_labels, teacher_outputs_for
+from edgepress.compress.training.distill_trainer import projections_for, train_with_teacher
 from edgepress.compress.training.transfer import add_transfer
 from edgepress.compress.training.students import Student, layer_map
 from edgepress.compress.training.trainer import checkpoint_dir

@@ -1,10 +1,13 @@
 """Distillation loss terms, as plain functions of tensors.
 
-Shapes: logits [B, C] (token classification: [B, L, C]); hidden states [B, L, H]; attention
-probabilities [B, heads, L, L]; mask [B, L] with 1 on real tokens. Padding positions never contribute.
+Shapes: logits [B, C] (token classification: [B, L, C]); hidden states, queries, keys and values
+[B, L, H]; attention probabilities [B, heads, L, L]; mask [B, L] with 1 on real tokens. Padding
+positions never contribute.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -49,3 +52,20 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
     per_row = (teacher * (teacher.clamp_min(eps).log() - student.clamp_min(eps).log())).sum(-1)  # [B, heads, L]
     rows = mask.unsqueeze(1).to(student.dtype).expand_as(per_row)
     return (per_row * rows).sum() / rows.sum().clamp_min(1.0)
+
+
+def relation_kl(student: torch.Tensor, teacher: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of self-attention relations (MiniLMv2): queries (or keys, or values)
+    split into ``heads`` relation heads, and each token's softmax of scaled dot products with every
+    real token. The relations are L x L whatever the widths, so student and teacher may differ in
+    hidden size and head count; ``heads`` must divide both widths."""
+    return attention_kl(relations(student, heads, mask), relations(teacher.to(student.dtype), heads, mask), mask)
+
+
+def relations(states: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(X_r X_r^T / sqrt(d_r)) per relation head r: [B, L, H] -> [B, heads, L, L]; padding keys get 0."""
+    batch, length, width = states.shape
+    per_head = states.view(batch, length, heads, width // heads).transpose(1, 2)  # [B, R, L, d]
+    scores = per_head @ per_head.transpose(-1, -2) / math.sqrt(width // heads)
+    scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores.softmax(-1)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from edgepress.compress.training import relations
 from edgepress.errors import RecipeError
 from edgepress.models import auto_class, encoder_parts, load_classifier, task_of
 from edgepress.recipe.sections import ModelSection
@@ -127,7 +128,7 @@ def check_compatible(teacher, teacher_tokenizer, student: Student, loss: Distill
     if teacher_tokenizer.get_vocab() != student.tokenizer.get_vocab():
         raise RecipeError(
             "the student's tokenizer differs from the teacher's, so token positions do not line up and only "
-            "logit distillation is possible; set distill.loss.hidden_weight and attention_weight to 0"
+            "logit distillation is possible; set distill.loss.hidden_weight, attention_weight and relation_weight to 0"
         )
     heads = (student.model.config.num_attention_heads, teacher.config.num_attention_heads)
     if loss.attention_weight > 0 and heads[0] != heads[1]:
@@ -135,4 +136,6 @@ def check_compatible(teacher, teacher_tokenizer, student: Student, loss: Distill
             f"attention distillation compares heads one to one, but the student has {heads[0]} heads and the "
             f"teacher {heads[1]}; set distill.loss.attention_weight to 0 or give the student {heads[1]} heads"
         )
+    if loss.relation_weight > 0:
+        relations.check(loss, teacher, student.model)
 

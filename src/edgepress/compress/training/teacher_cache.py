@@ -16,10 +16,11 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from edgepress.compress.training.relations import Capture, layer_of
 from edgepress.data.features import encode, text_slice
 from edgepress.tasks.tagging import is_words
 
@@ -34,11 +35,13 @@ class TeacherOutputs:
     logits: torch.Tensor  # [N, C] float32; token classification: [N, max_length, C], zero past each row's tokens
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # teacher layer -> [N, L, H] float16
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # teacher layer -> [N, heads, L, L] float16
+    relations: dict[str, torch.Tensor] = field(default_factory=dict)  # query/key/value of the relation layer -> [N, L, W] float16
 
     def tensors(self) -> dict[str, torch.Tensor]:
         named = {"logits": self.logits}
         named.update({f"hidden.{layer}": t for layer, t in self.hidden.items()})
         named.update({f"attention.{layer}": t for layer, t in self.attentions.items()})
+        named.update({f"relation.{kind}": t for kind, t in self.relations.items()})
         return named
 
     @classmethod
@@ -46,7 +49,8 @@ class TeacherOutputs:
         def layers(prefix: str) -> dict[int, torch.Tensor]:
             return {int(k.split(".")[1]): v for k, v in named.items() if k.startswith(prefix)}
 
-        return cls(named["logits"], layers("hidden."), layers("attention."))
+        relations = {k.split(".")[1]: v for k, v in named.items() if k.startswith("relation.")}
+        return cls(named["logits"], layers("hidden."), layers("attention."), relations)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CacheRequest:
     max_length: int
     hidden_layers: tuple[int, ...]
     attention_layers: tuple[int, ...]
+    relation_layer: Optional[int] = None  # the layer whose queries, keys and values are kept (MiniLMv2)
 
     def key(self, rows: dict[str, list]) -> str:
         payload = {"request": self.__dict__, "text": rows["text"], "text_pair": rows.get("text_pair")}
@@ -96,12 +101,23 @@ def run_teacher(
     batch_size: int,
 ) -> TeacherOutputs:
     """One pass of the teacher over ``rows`` (``text``, optional ``text_pair``), in eval mode."""
-    from tqdm.auto import tqdm
-
     teacher.eval()
     count, length = len(rows["text"]), request.max_length
     per_token = is_words(rows)
     outputs = TeacherOutputs(torch.zeros((count, length, teacher.config.num_labels) if per_token else (count, teacher.config.num_labels)))
+    capture = Capture(layer_of(teacher, request.relation_layer)) if request.relation_layer is not None else None
+    try:
+        _fill(outputs, teacher, tokenizer, rows, request, batch_size, capture)
+    finally:
+        if capture:
+            capture.remove()
+    return outputs
+
+
+def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], request: CacheRequest, batch_size: int, capture) -> None:
+    from tqdm.auto import tqdm
+
+    count, length, per_token = len(rows["text"]), request.max_length, is_words(rows)
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_size), desc="teacher outputs", unit="batch"):
             batch = text_slice(rows, start, start + batch_size)
@@ -123,4 +139,6 @@ def run_teacher(
                 heads = teacher.config.num_attention_heads
                 buffer = outputs.attentions.setdefault(layer, torch.zeros(count, heads, length, length, dtype=torch.float16))
                 buffer[start:end, :, :seq, :seq] = out.attentions[layer].half()
-    return outputs
+            for kind, value in (capture.outputs if capture else {}).items():
+                buffer = outputs.relations.setdefault(kind, torch.zeros(count, length, value.shape[-1], dtype=torch.float16))
+                buffer[start:end, :seq] = value.half()
