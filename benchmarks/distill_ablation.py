@@ -76,12 +76,13 @@ def variants(base: dict, data: dict, args: argparse.Namespace, ensemble: list[st
 
 
 def extra_teachers(base: dict, data: dict, args: argparse.Namespace) -> list[Path]:
-    """The teacher's recipe fine-tuned again with each of ``--ensemble-seeds`` (reused when done)."""
+    """The teacher's recipe fine-tuned again with each of ``--ensemble-seeds`` (reused when done),
+    with ``--teacher-set`` overrides but not ``--set`` (which sizes the students' runs)."""
     from edgepress.running.pipeline import run_recipe
 
     folders = []
     for seed in args.ensemble_seeds:
-        recipe = variant_recipe(base, ["stages=[finetune]", *args.set, f"seed={seed}"],
+        recipe = variant_recipe(base, ["stages=[finetune]", *args.teacher_set, f"seed={seed}"],
                                 {**data, "name": f"ablation-teacher-s{seed}", "output_dir": args.output_dir})  # fmt: skip
         (outcome,) = run_recipe(recipe)
         folders.append(outcome.folder.resolve())
@@ -148,6 +149,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ensemble", type=Path, nargs="*", default=[], help="more fine-tuned teacher folders")
     parser.add_argument("--ensemble-seeds", type=int, nargs="*", default=[], help="fine-tune the teacher's recipe with these seeds")
     parser.add_argument("--set", action="append", default=[], help="recipe override for every variant, e.g. distill.epochs=2")
+    parser.add_argument("--teacher-set", action="append", default=[], help="recipe override for the --ensemble-seeds teachers only")
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "distill_ablation.json")
     return parser.parse_args()

@@ -51,7 +51,7 @@ def test_distill_ablation_runs_each_technique_alone_and_together(tmp_path, tiny_
     out = tmp_path / "result.json"
     args = [
         "--recipe", str(tmp_path / "recipe.yaml"), "--data", str(tiny_csv), "--teacher", str(tiny_classifier),
-        "--ensemble-seeds", "43", "--set", "finetune.epochs=2", "--set", "distill.loss.relation_heads=2", "--transfer-texts", "100",
+        "--ensemble-seeds", "43", "--teacher-set", "finetune.epochs=2", "--set", "distill.loss.relation_heads=2", "--transfer-texts", "100",
         "--output-dir", str(tmp_path / "runs"), "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distill_ablation.py"), *args], capture_output=True, text=True)
