@@ -35,8 +35,12 @@ def main() -> None:
     args = parse_args()
     started = time.monotonic()
     run = Path(args.output_dir) / args.name
+    extra = list(args.set)
+    if args.transfer_news:  # unlabelled transfer text for the student: news sentences, rich in names
+        news = news_sentences(args.transfer_news, run.parent / f"{args.name}-news-sentences.txt")
+        extra += [f"distill.transfer.source={news.resolve()}", f"distill.transfer.max_texts={args.transfer_news}"]
     edgepress("run", str(HERE / "recipe.yaml"), "--name", args.name, "--output-dir", args.output_dir,
-              "--set", f"data.source={args.data.resolve()}", *sum((["--set", s] for s in args.set), []))  # fmt: skip
+              "--set", f"data.source={args.data.resolve()}", *sum((["--set", s] for s in extra), []))  # fmt: skip
     stages = stage_folders(run)
     teacher_onnx = export_teacher(stages["finetune"], args, run)  # model.onnx as exported, model_optimized.onnx fused
     quantize = json.loads((stages["quantize"] / "edgepress.json").read_text())["metrics"]["variants"]
@@ -57,6 +61,26 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
+
+
+def news_sentences(count: int, path: Path) -> Path:
+    """The first ``count`` sentences (5 to 40 words) of the builtin BBC News articles, one per line,
+    words and punctuation separated by spaces as in WNUT's files: text the teacher tags."""
+    import re
+
+    from edgepress.data.sources import read_builtin
+
+    sentences = []
+    for article in read_builtin("bbc-news").frame["text"]:
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(article.split())):
+            words = re.findall(r"\w+(?:[-'.]\w+)*|[^\w\s]", sentence)
+            if 5 <= len(words) <= 40:
+                sentences.append(" ".join(words))
+        if len(sentences) >= count:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sentences[:count]) + "\n", encoding="utf-8")
+    return path
 
 
 def export_teacher(teacher: Path, args: argparse.Namespace, run: Path) -> Path:
@@ -105,6 +129,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="folder with train.conll, dev.conll, test.conll")
     parser.add_argument("--set", action="append", default=[], help="recipe override, e.g. distill.epochs=4 (repeatable)")
+    parser.add_argument(
+        "--transfer-news", type=int, default=0,
+        help="also distil on this many unlabelled sentences of the builtin BBC News articles (distill.transfer)",
+    )  # fmt: skip
     parser.add_argument("--name", default="wnut17")
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--examples", type=int, default=256)
