@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/edgepress run recipes/bbc-news.yaml
 
-# The suite in parallel, one worker per core (pytest-xdist): most of a test's time is imports,
-# subprocess start-up and single-threaded tokenization, which a second worker overlaps. loadscope
-# keeps a module's tests on one worker, so a module-scoped fixture (a trained run) is built once.
-TEST_WORKERS ?= auto
+# TEST_WORKERS=N runs the suite in N pytest-xdist processes (auto: one per core). Off by default:
+# on a 2-core machine the suite keeps both cores busy already (torch trains on both), and two
+# workers' thread pools then fight over them; on a larger machine `make test TEST_WORKERS=auto`.
+TEST_WORKERS ?= 0
 
 test: install test-tools
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
 # What the ssh, emulated-arm64 and WordNet tests need from Debian. Installed when missing and this
 # is root on a machine with apt (CI is); elsewhere those tests skip and say which package to add.
