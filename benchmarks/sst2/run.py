@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 from common import edgepress, stage_folders  # noqa: E402
-TARGETS = {"accuracy_points_below_teacher": 1.0, "speedup_vs_torch": 15.0, "speedup_vs_usual": 6.0, "size_ratio_vs_onnx": 10.0, "minutes": 60.0}
+TARGETS = {"accuracy_points_below_teacher": 1.0, "speedup_vs_torch": 15.0, "speedup_vs_usual": 6.0, "size_ratio_vs_onnx": 10.0, "minutes": 75.0}  # minutes: issue 30 (60 before it)
 
 
 def main() -> None:
@@ -221,7 +221,7 @@ def print_result(result: dict) -> None:
     print(f"  batch-1 p50 speed-up vs teacher torch fp32: {ratios['speedup_vs_torch']} (target >= 15x): {_verdict(met['speedup_vs_torch'])}")
     print(f"  batch-1 p50 speed-up vs the usual path: {ratios['speedup_vs_usual']} (target >= 6x): {_verdict(met['speedup_vs_usual'])}")
     print(f"  file vs teacher ORT fp32: {ratios['size_ratio_vs_onnx']}x smaller (target >= 10x): {_verdict(met['size'])}")
-    print(f"  whole script: {ratios['minutes']} min (target <= 60): {_verdict(met['time'])}   {result['timings_s']}")
+    print(f"  whole script: {ratios['minutes']} min (target <= {TARGETS['minutes']:g}): {_verdict(met['time'])}   {result['timings_s']}")
     print("\ndev.tsv accuracy of every model the recipe made (what was selected on):")
     for r in result["dev"]:
         test = f"{100 * r['test_accuracy']:.2f}%" if "test_accuracy" in r else "-"
