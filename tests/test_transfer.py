@@ -1,5 +1,6 @@
 """Issue 30: unlabelled transfer text for distillation (``distill.transfer``)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -138,3 +139,6 @@ def test_sentence_pairs_take_left_out_rows_and_refuse_a_source_of_single_texts()
     assert stats["evaluation_or_train"] == 1 and stats["repeated"] == 1
     with pytest.raises(StageError, match="distill.transfer.source holds single texts, and this data's examples are sentence pairs"):
         add_transfer(rows, TransferSection(source="x.txt"), data, seed=0)
+    # a recipe with unused_train on data that max_train_samples does not cut runs as without it
+    whole = dataclasses.replace(data, left_out={})
+    assert add_transfer(rows, TransferSection(unused_train=True), whole, seed=0) == (rows, {"sources": [], "read": 0, "kept": 0})

@@ -49,6 +49,8 @@ def add_transfer(
         else:
             candidates += _pairs(data.left_out)
             origins.append("training rows left out by data.max_train_samples")
+    if not candidates:  # unused_train alone, with nothing left out: the recipe still runs, as the warning says
+        return rows, {"sources": [], "read": 0, "kept": 0}
     exclude = [*_pairs(data.validation.to_dict()), *_pairs(data.test.to_dict()), *_pairs(rows)]
     kept, counts = select(candidates, exclude, cfg.max_texts, seed)
     log.info(
