@@ -63,6 +63,7 @@ class Case:
     argv: list[str]
     limit_file_size: int | None = None  # bytes: RLIMIT_FSIZE, a disk that fills up
     interrupt_when: Callable[[], bool] | None = None  # send SIGINT once this holds
+    env: dict[str, str] | None = None  # set for this process only
 
 
 def _cases(w: World) -> dict[str, Callable[[], Case]]:
@@ -108,6 +109,13 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
         "cuda-no-gpu": lambda: Case(["bench", "--model", f"m={w.model}", "--data", str(w.data), "--target", "cuda",
                                      "--output", str(w.root / "bench-cuda")]),  # fmt: skip
         "ssh-silent": lambda: _silent_ssh(w),
+        "browser-not-set-up": lambda: _browser_bench(w),
+        "browser-no-chromium": lambda: Case(["targets", "setup", "browser", "--dir", str(w.root / "browser")],
+                                            env={"EDGEPRESS_CHROMIUM": str(w.root / "no-chromium")}),  # fmt: skip
+        "web-no-runtimes": lambda: Case(["run", w.recipe("web1", {**fine("web1"), "stages": ["export"], "export": {"web": True}})],
+                                        env={"EDGEPRESS_BROWSER_ROOT": str(w.root / "no-browser")}),  # fmt: skip
+        "web-static-only": lambda: run(w.recipe("web2", {**fine("web2"), "stages": ["export", "quantize"],
+                                                         "quantize": {"web": True, "dynamic": False}})),  # fmt: skip
         "gate-schema": lambda: Case(["gate", "--baseline", str(w.file("schema.json", json.dumps({"schema": 99}))), "--current",
                                      str(w.root / "schema.json")]),  # fmt: skip
         "gate-missing": lambda: Case(["gate", "--baseline", str(w.root / "none.json"), "--current", str(w.root / "none.json")]),
@@ -245,6 +253,14 @@ def _other_recipe(w: World) -> Case:
     return Case(["run", w.recipe("other", w.finetune("shared-name"))])
 
 
+def _browser_bench(w: World) -> Case:
+    from test_runner import tiny_model
+
+    onnx_model = w.model_copy("webmodel", lambda f: tiny_model(f / "model.onnx"))
+    return Case(["bench", "--model", f"m={onnx_model / 'model.onnx'}", "--data", str(w.data), "--target", "browser",
+                 "--browser-root", str(w.root / "no-browser"), "--output", str(w.root / "bench-browser")])  # fmt: skip
+
+
 def _silent_ssh(w: World) -> Case:
     """A TCP port that accepts connections and never sends the SSH banner (a hung device)."""
     server = socket.socket()
@@ -306,7 +322,7 @@ def _run(case: Case, log: Path) -> tuple[str, int]:
     with log.open("w") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "edgepress", *case.argv], cwd=log.parent, stdout=subprocess.DEVNULL, stderr=err, text=True,
-            preexec_fn=limit, env={**os.environ, "COLUMNS": "200"},
+            preexec_fn=limit, env={**os.environ, "COLUMNS": "200", **(case.env or {})},
         )  # fmt: skip
         if case.interrupt_when:
             deadline = time.monotonic() + 120

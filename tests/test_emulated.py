@@ -72,13 +72,13 @@ def test_every_onnx_model_predicts_the_same_on_emulated_arm64(emulator, quantize
 
 
 def test_predictions_that_differ_on_arm_fail_the_benchmark():
-    from edgepress.bench.targets import _check_agreement
+    from edgepress.bench.targets import check_agreement
     from edgepress.errors import StageError
 
     rows = [{"name": "a.onnx", "agreement": {"argmax": 1.0}}, {"name": "b.onnx", "agreement": {"argmax": 0.2}}]
     with pytest.raises(StageError, match=r"differ from this machine's: b\.onnx 20\.0% agree \(bench\.min_agreement is 99%\)"):
-        _check_agreement(rows, 0.99)
-    _check_agreement(rows[:1], 0.99)
+        check_agreement(rows, 0.99)
+    check_agreement(rows[:1], 0.99)
 
 
 def test_agreement_counts_classes_and_the_largest_difference():

@@ -23,7 +23,8 @@ ONNX_FILES = {stage: files + tuple(bundle_name(f) for f in _BUNDLED[stage]) for 
 class Artifact:
     name: str
     # "torch" (a Transformers folder), "onnx" (a file), "inc" (an INC int8 PyTorch folder, compress/quantization/inc.py)
-    # or "openvino" (an IR .xml file, export/ir.py)
+    # or "openvino" (an IR .xml file, export/ir.py); "web": an ONNX file of a web-ready folder, timed
+    # through transformers.js's pipeline on the browser target (web/measure.py)
     kind: str
     path: Path
     folder: Path  # holds the tokenizer (and config)
@@ -37,7 +38,7 @@ class Artifact:
         return self.kind == "onnx" and self.path.name.endswith(SUFFIX)
 
     def bytes(self) -> int:
-        if self.kind == "onnx":
+        if self.kind in ("onnx", "web"):
             return self.path.stat().st_size
         if self.kind == "openvino":
             from edgepress.export.ir import file_bytes

@@ -8,7 +8,10 @@ stage that made it), ``session_rss_mb`` per thread count, ``latency[threads][cas
 mean/std in ms, ``runs``, ``round_p50_ms``, ``sequences_per_s``), and ``speedup[threads][case]``
 and ``size_ratio`` against the first artifact. On the arm64-emulated target, each row also has
 ``emulated: true`` and ``agreement`` (``argmax``: fraction of texts with the same predicted class as
-on this machine, ``max_abs_diff``, ``examples``), and ``environment.emulated`` is true.
+on this machine, ``max_abs_diff``, ``examples``), and ``environment.emulated`` is true. On the browser
+target, rows have ``runtime`` onnxruntime-web (the ONNX files) or transformers.js (kind ``web``: a
+web-ready folder's whole pipeline, tokenizer included) and ``agreement``; ``environment.browser``
+holds Chromium's and the runtimes' versions.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def bench_document(
         where = {**where, "provider": "CUDAExecutionProvider", "gpu": gpu_name()}
     if settings["target"] == "arm64-emulated":
         where["emulated"] = True  # the gate refuses these latencies
+    if settings["target"] == "browser":  # this machine's CPU, through the browser's WebAssembly
+        where, device = {**where, "provider": "onnxruntime-web (wasm)", "browser": device}, None
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -145,6 +150,9 @@ def markdown(document: dict[str, Any]) -> str:
         where = {**env["device"], "platform": f"{env['target']}, {env['device']['system']}, onnxruntime {env['device']['onnxruntime']}"}
     if env.get("gpu"):
         where = {**env, "platform": f"{env['gpu']}, {env['provider']}; host {env['platform']}"}
+    if env.get("browser"):
+        b = env["browser"]
+        where = {**env, "platform": f"{b['browser']} headless, onnxruntime-web {b['onnxruntime_web']}, transformers.js {b['transformers_js']} (WebAssembly, cross-origin isolated: {b['cross_origin_isolated']}); host {env['platform']}"}
     lines = [
         f"# edgepress benchmark, {document['created']}",
         "",
@@ -159,10 +167,11 @@ def markdown(document: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     lines += _fastest_lines(document)
-    if env.get("emulated"):
-        lines += ["", "Agreement with this machine (same inputs, one thread):", ""]
-        lines += [f"- {r['name']}: predicted class {100 * r['agreement']['argmax']:.1f}% the same, max |logit difference| "
-                  f"{r['agreement']['max_abs_diff']:.2e} over {r['agreement']['examples']} texts" for r in document["artifacts"]]  # fmt: skip
+    if env.get("emulated") or env.get("browser"):
+        lines += ["", "Agreement with ONNX Runtime on this machine's CPU (same inputs, one thread; pipelines: label per text, or per token, and score):", ""]
+        lines += [f"- {r['name']}: predicted {'labels' if r['kind'] == 'web' else 'class'} {100 * r['agreement']['argmax']:.1f}% the same, "
+                  f"max |{'score' if r['kind'] == 'web' else 'logit'} difference| {r['agreement']['max_abs_diff']:.2e} over "
+                  f"{r['agreement']['examples']} texts" for r in document["artifacts"]]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,10 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
         from edgepress.bench.targets import EMULATED_SETTINGS
 
         cfg = cfg.model_copy(update=EMULATED_SETTINGS)
+    if cfg.target == "browser":
+        from edgepress.web.measure import BROWSER_SETTINGS
+
+        cfg = cfg.model_copy(update=BROWSER_SETTINGS)
     _check_target(artifacts, cfg)
     measure_missing_accuracy(artifacts, data, cfg.max_seq_length)
     test = data.test.to_dict()
@@ -44,6 +48,10 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
         from edgepress.bench.targets import measure_emulated
 
         measured, device = measure_emulated(artifacts, rows, cfg)
+    elif cfg.target == "browser":
+        from edgepress.web.measure import measure_in_browser
+
+        measured, device = measure_in_browser(artifacts, rows, cfg)
     else:
         measured, device = measure_all(artifacts, rows, cfg), None
     document = bench_document(measured, settings, len(rows["text"]), device)
@@ -61,6 +69,10 @@ def _check_target(artifacts: list[Artifact], cfg: "BenchSection") -> None:
         from edgepress.bench.emulator import Emulator
 
         Emulator.open(cfg.emulator_root)
+    elif cfg.target == "browser":
+        from edgepress.web.target import BrowserTarget
+
+        BrowserTarget.open(cfg.browser_root)
     elif cfg.target.startswith("ssh://"):
         from edgepress.bench.targets import ssh_destination
 

@@ -87,14 +87,14 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     from transformers import AutoTokenizer
 
     target = SshTarget.from_section(cfg)
-    onnx = _onnx_only(artifacts, "an ssh target")
+    onnx = onnx_only(artifacts, "an ssh target")
     remote = target.run("mktemp -d").strip()
     try:
         with tempfile.TemporaryDirectory() as scratch:
             local = Path(scratch)
             cases = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)
             target.put([Path(runner.__file__)] + [_npz(local, i, inputs) for i, inputs in enumerate(cases.values())], remote + "/")
-            names = _unique_names(onnx)
+            names = unique_names(onnx)
             for artifact in onnx:
                 target.put([artifact.path], f"{remote}/{names[artifact.name]}")
             results = [_run_case(target, remote, local, i, names, cfg) for i in range(len(cases))]
@@ -102,7 +102,7 @@ def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     finally:
         target.run(f"rm -rf -- {shlex.quote(remote)}")
     measured = _rows(onnx, list(cases), results, names)
-    _add_agreement(measured, onnx, names, cases["batch 1"], device_outputs, cfg.min_agreement)
+    add_agreement(measured, onnx, names, cases["batch 1"], device_outputs, cfg.min_agreement)
     return measured, results[0]["environment"]
 
 
@@ -118,9 +118,9 @@ def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     from edgepress.bench.emulator import Emulator
 
     emulator = Emulator.open(cfg.emulator_root)
-    onnx = _onnx_only(artifacts, "the arm64-emulated target")
+    onnx = onnx_only(artifacts, "the arm64-emulated target")
     examples = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)["batch 1"]
-    names = _unique_names(onnx)
+    names = unique_names(onnx)
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch)
         script = Path(shutil.copy(runner.__file__, local / "runner.py"))  # alone: nothing of edgepress beside it
@@ -134,7 +134,7 @@ def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
     measured = _rows(onnx, ["batch 1"], [result], names)
     for row in measured:
         row["emulated"] = True
-    _add_agreement(measured, onnx, names, examples, emulated, cfg.min_agreement)
+    add_agreement(measured, onnx, names, examples, emulated, cfg.min_agreement)
     return measured, {**result["environment"], "emulated": emulator.facts}
 
 
@@ -143,13 +143,13 @@ def _load_outputs(path: Path) -> dict[str, np.ndarray]:
         return {key: saved[key] for key in saved.files}
 
 
-def _add_agreement(measured, onnx: list[Artifact], names: dict[str, str], examples: list[dict], device: dict, minimum: float) -> None:
+def add_agreement(measured, onnx: list[Artifact], names: dict[str, str], examples: list[dict], device: dict, minimum: float) -> None:
     """Each row's ``agreement`` between the device's outputs and this machine's on the same batch-1
     inputs; a model below ``minimum`` fails the benchmark: it would predict differently there."""
     native = runner.first_outputs({names[a.name]: str(a.path) for a in onnx}, examples)
     for row, artifact in zip(measured, onnx):
         row["agreement"] = agreement(native, device, names[artifact.name], len(examples))
-    _check_agreement(measured, minimum)
+    check_agreement(measured, minimum)
 
 
 def agreement(native: dict[str, np.ndarray], emulated: dict[str, np.ndarray], name: str, count: int) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def agreement(native: dict[str, np.ndarray], emulated: dict[str, np.ndarray], na
     return {"argmax": round(same / count, 4), "max_abs_diff": largest, "examples": count}
 
 
-def _check_agreement(measured: list[dict], minimum: float) -> None:
+def check_agreement(measured: list[dict], minimum: float) -> None:
     low = [f"{r['name']} {100 * r['agreement']['argmax']:.1f}%" for r in measured if r["agreement"]["argmax"] < minimum]
     if low:
         raise StageError(
@@ -172,7 +172,7 @@ def _check_agreement(measured: list[dict], minimum: float) -> None:
         )
 
 
-def _onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
+def onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
     onnx = [a for a in artifacts if a.kind == "onnx"]
     if not onnx:
         raise TargetError(f"{target} runs ONNX models only, and there are none; run the export stage first or pass --model")
@@ -181,7 +181,7 @@ def _onnx_only(artifacts: list[Artifact], target: str) -> list[Artifact]:
     return onnx
 
 
-def _unique_names(onnx: list[Artifact]) -> dict[str, str]:
+def unique_names(onnx: list[Artifact]) -> dict[str, str]:
     """Artifact name -> a file name for the runner; models may share a file name (model.onnx), and
     a user's file name may hold spaces, quotes or shell syntax, which stay on this machine."""
     return {a.name: f"{i}-{re.sub(r'[^A-Za-z0-9._-]', '_', a.path.name)}" for i, a in enumerate(onnx)}

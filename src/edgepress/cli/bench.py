@@ -29,10 +29,11 @@ def bench(
     batch_size: Optional[list[int]] = typer.Option(None, help="Padded batch size besides batch 1 (repeatable; default 8 and 32)."),
     max_seq_length: Optional[int] = typer.Option(None, help="Truncate and pad to this many tokens (default 128)."),
     torch_models: Optional[bool] = typer.Option(None, "--torch/--no-torch", help="Time the run's torch artifacts too."),
-    target: Optional[str] = typer.Option(None, help="cpu (default), cuda, arm64-emulated, or ssh://[user@]host[:port]."),
+    target: Optional[str] = typer.Option(None, help="cpu (default), cuda, arm64-emulated, browser, or ssh://[user@]host[:port]."),
     ssh_config: Optional[str] = typer.Option(None, help="ssh config file for an ssh target (default: ~/.ssh/config)."),
     remote_python: Optional[str] = typer.Option(None, help="Python on the ssh device (default python3)."),
     emulator_root: Optional[str] = typer.Option(None, help="arm64-emulated target folder (default: the user cache)."),
+    browser_root: Optional[str] = typer.Option(None, help="browser target folder (default: the user cache)."),
     output: Path = typer.Option(Path("bench"), help="Folder for bench.json and report.md."),
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
@@ -51,7 +52,7 @@ def bench(
         "data.label_column": label_column, "bench.threads": threads or None, "bench.examples": examples,
         "bench.rounds": rounds, "bench.batch_sizes": batch_size or None, "bench.max_seq_length": max_seq_length,
         "bench.torch": torch_models, "bench.target": target, "bench.ssh_config": ssh_config,
-        "bench.remote_python": remote_python, "bench.emulator_root": emulator_root,
+        "bench.remote_python": remote_python, "bench.emulator_root": emulator_root, "bench.browser_root": browser_root,
     }  # fmt: skip
     recipe = load_recipe(None, overrides, given(flags))
     artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])
@@ -133,16 +134,28 @@ def _change(change: Optional[float], latency: bool) -> str:
 
 @reported
 def targets_setup(
-    name: str = typer.Argument(..., help="The target to set up: arm64-emulated."),
-    folder: Optional[Path] = typer.Option(None, "--dir", help="Where to build it (default: ~/.cache/edgepress/arm64-emulated)."),
+    name: str = typer.Argument(..., help="The target to set up: arm64-emulated or browser."),
+    folder: Optional[Path] = typer.Option(None, "--dir", help="Where to build it (default: ~/.cache/edgepress/<target>)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when a working target is there."),
 ) -> None:
-    """Prepare a benchmark target on this machine (downloads an arm64 Python and wheels, ~210 MB)."""
-    from edgepress.bench.emulator import setup
+    """Prepare a benchmark target on this machine: arm64-emulated downloads an arm64 Python and wheels
+    (~210 MB); browser installs the pinned onnxruntime-web and transformers.js with npm ci (~480 MB)."""
     from edgepress.errors import TargetError
 
+    if name == "browser":
+        from edgepress.web.target import setup as setup_browser
+
+        target = setup_browser(folder, force)
+        facts = target.facts
+        typer.echo(
+            f"browser ready in {target.root}: Chromium {facts['chromium']} ({target.chromium}), onnxruntime-web "
+            f"{facts['onnxruntime_web']}, transformers.js {facts['transformers_js']}, Playwright {facts['playwright']}"
+        )
+        return
     if name != "arm64-emulated":
-        raise TargetError(f"no set-up for target {name!r}; only arm64-emulated needs one (cpu and cuda need none, ssh uses your ssh set-up)")
+        raise TargetError(f"no set-up for target {name!r}; arm64-emulated and browser need one (cpu and cuda need none, ssh uses your ssh set-up)")
+    from edgepress.bench.emulator import setup
+
     emulator = setup(folder, force)
     facts = emulator.facts
     typer.echo(

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 def run_stage(ctx: "StageContext") -> dict[str, Any]:
     """Export ``ctx.input_model`` into ``ctx.out_dir`` and check every file written."""
     cfg = ctx.recipe.export
+    if cfg.web:  # before any work: the folder carries the browser runtimes
+        from edgepress.web.folder import runtime_modules
+
+        runtime_modules()
     model_cfg = ctx.recipe.model.model_copy(update={"name_or_path": ctx.input_model})
     # eager attention: its MatMul/Softmax pattern is what ONNX Runtime's attention fusion recognizes
     model, tokenizer = load_trained(model_cfg, attn_implementation="eager", task=ctx.data.task)
@@ -60,6 +64,10 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
         deployed = "model_optimized.onnx"
     if cfg.with_tokenizer:
         files[bundle.bundle_name(deployed)] = bundle.write_for_stage(ctx.out_dir / deployed, tokenizer, ctx.data, cfg.max_seq_length, cfg.atol)
+    if cfg.web:
+        from edgepress.web.folder import write_for_stage
+
+        files["web"] = write_for_stage(ctx, ctx.out_dir, {"fp32": ctx.out_dir / "model.onnx"})
     return {
         "exporter": exporter,
         "opset": cfg.opset,

@@ -33,6 +33,11 @@ class ExportSection(Section):
         False, description="Also write model_optimized_with_tokenizer.onnx: text in, label and scores out (onnxruntime-extensions)."
     )
     eval_batch_size: int = Field(64, gt=0, description="Batch size of the ONNX Runtime accuracy evaluation.")
+    web: bool = Field(
+        False,
+        description="Also write web/: the fp32 graph in the layout transformers.js loads (onnx/model.onnx, config, tokenizer), "
+        "with a demo page and the runtimes it needs (set up with `edgepress targets setup browser`).",
+    )
 
     @model_validator(mode="after")
     def _variants_need_the_optimized_graph(self) -> "ExportSection":
@@ -80,6 +85,11 @@ class QuantizeSection(Section):
         False, description="Also write model_int8_<mode>_with_tokenizer.onnx: text in, label and scores out (onnxruntime-extensions)."
     )
     max_trials: int = Field(8, gt=0, le=64, description="Configurations tried per variant, the configured one included.")
+    web: bool = Field(
+        False,
+        description="Also write web/: the export's fp32 graph and the dynamic int8 one (transformers.js's q8, "
+        "onnx/model_quantized.onnx) in the layout transformers.js loads, with a demo page and the runtimes it needs.",
+    )
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (calibration: padded) to this many tokens.")
     eval_batch_size: int = Field(64, gt=0, description="Batch size of the accuracy evaluations when deployment_batch_size is 0.")
     deployment_batch_size: int = Field(
@@ -106,6 +116,8 @@ class QuantizeSection(Section):
             raise ValueError("backend must name each of onnxruntime, neural-compressor, openvino at most once, and at least one")
         if not (self.dynamic or self.static) and set(self.backend) & {"onnxruntime", "neural-compressor"}:
             raise ValueError("dynamic and static are both false; turn on at least one")
+        if self.web and not (self.dynamic and "onnxruntime" in self.backend):
+            raise ValueError("web carries the dynamic int8 ONNX file; it needs backend onnxruntime and dynamic: true")
         return self
 
 
@@ -117,13 +129,17 @@ class BenchSection(Section):
         description="cpu: this machine (ONNX Runtime CPU provider; PyTorch for torch models); cuda: an NVIDIA GPU (torch fp32 "
         "and fp16; ONNX Runtime's CUDA provider, from onnxruntime-gpu); ssh://[user@]host[:port]: a device with python3, "
         "numpy and onnxruntime (ONNX models only); arm64-emulated: ONNX models under qemu on arm64 kernels, to check "
-        "they predict the same (latencies marked emulated; set up with `edgepress targets setup arm64-emulated`).",
+        "they predict the same (latencies marked emulated; set up with `edgepress targets setup arm64-emulated`); browser: "
+        "ONNX models in onnxruntime-web (WebAssembly) in headless Chromium, and the transformers.js pipeline of the run's "
+        "web-ready folders (set up with `edgepress targets setup browser`).",
     )
     ssh_config: Optional[str] = Field(None, description="ssh config file for an ssh target; default: the user's ~/.ssh/config.")
     remote_python: str = Field("python3", description="Python on the ssh device.")
     emulator_root: Optional[str] = Field(None, description="Folder of the arm64-emulated target; default: ~/.cache/edgepress/arm64-emulated.")
+    browser_root: Optional[str] = Field(None, description="Folder of the browser target (its npm packages); default: ~/.cache/edgepress/browser.")
     min_agreement: float = Field(
-        0.99, ge=0, le=1, description="ssh and arm64-emulated: least fraction of timed texts whose predicted class on the target matches this machine's."
+        0.99, ge=0, le=1, description="ssh, arm64-emulated and browser: least fraction of timed texts whose predicted class on the target matches this "
+        "machine's (for a tagger, every token of the text).",
     )
     tensorrt: bool = Field(False, description="cuda: put ONNX Runtime's TensorRT provider first (builds an engine per input shape).")
     threads: Optional[list[int]] = Field(None, description="Intra-op thread counts to measure; default: 1 and every core.")
@@ -141,8 +157,8 @@ class BenchSection(Section):
 
     @model_validator(mode="after")
     def _positive_settings(self) -> "BenchSection":
-        if self.target not in ("cpu", "cuda", "arm64-emulated") and not (self.target.startswith("ssh://") and len(self.target) > len("ssh://")):
-            raise ValueError(f"target {self.target!r} is not available; use cpu, cuda, arm64-emulated or ssh://[user@]host[:port]")
+        if self.target not in ("cpu", "cuda", "arm64-emulated", "browser") and not (self.target.startswith("ssh://") and len(self.target) > len("ssh://")):
+            raise ValueError(f"target {self.target!r} is not available; use cpu, cuda, arm64-emulated, browser or ssh://[user@]host[:port]")
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise ValueError("threads must list positive thread counts, e.g. [1, 4]")
         if any(b < 2 for b in self.batch_sizes):

@@ -46,6 +46,10 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     cfg = ctx.recipe.quantize
     folder = Path(resolve_source(ctx.input_model))
     check_folder_labels(folder, ctx.data.labels, "quantization is judged by accuracy on the data")
+    if cfg.web:  # before any work: the folder needs the export's graph and the browser runtimes
+        from edgepress.web.folder import check_web_source
+
+        check_web_source(folder)
     ort = _onnxruntime(ctx, folder) if "onnxruntime" in cfg.backend else {"variants": {}}
     if "neural-compressor" in cfg.backend:
         ort["variants"].update(_neural_compressor(ctx, folder))
@@ -54,6 +58,10 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
 
         ort["variants"].update(openvino_nncf.variants(ctx, folder, KEPT_FILES, calibration_texts(ctx)))
     first = next(iter(ort["variants"].values()))
+    if cfg.web:
+        from edgepress.web.folder import write_for_stage
+
+        ort["web"] = write_for_stage(ctx, folder, {"fp32": folder / "model.onnx", "q8": ctx.out_dir / "model_int8_dynamic.onnx"})
     return {**ort, "backend": cfg.backend, "evaluated_file": first["file"], "validation": first["validation"], "test": first["test"]}
 
 
