@@ -120,19 +120,24 @@ def _browser_models(artifacts: list[Artifact]) -> list[Artifact]:
 
 
 def web_folders(onnx: list[Artifact]) -> list[WebFolder]:
-    """The web-ready folders of the stages whose artifacts are benched, each dtype tied to the
-    artifact it copies (by the manifest's ``from``)."""
+    """The web-ready folders beside the benched files, each dtype tied to the artifact it copies (by
+    the manifest's ``from``). A file that an earlier folder already carries (the export's fp32
+    graph, which quantize's folder copies) is timed once."""
     import json
 
     by_path = {str(a.path.resolve()): a for a in onnx}
-    found = []
-    for stage in dict.fromkeys(a.folder for a in onnx):
+    stages = [s for s in dict.fromkeys(a.folder for a in onnx) if web_folder.find(s)]
+    short = len({s.name for s in stages}) == len(stages)  # stage folder names tell them apart
+    found, seen = [], set()
+    for stage in stages:
         web = web_folder.find(stage)
-        if web is None:
-            continue
         manifest = json.loads((web / "edgepress.json").read_text(encoding="utf-8"))
-        sources = {d: by_path.get(str((web / manifest["files"][f]["from"]).resolve())) for d, f in manifest["dtypes"].items()}
-        found.append(WebFolder(web, f"{stage.name}/{web.name}", manifest["dtypes"], sources, manifest["pipeline_task"]))
+        dtypes = {d: f for d, f in manifest["dtypes"].items() if manifest["files"][f]["sha256"] not in seen}
+        seen |= {manifest["files"][f]["sha256"] for f in dtypes.values()}
+        sources = {d: by_path.get(str((web / manifest["files"][f]["from"]).resolve())) for d, f in dtypes.items()}
+        label = f"{stage.name}/{web.name}" if short else f"{stage.parent.name}/{stage.name}/{web.name}"
+        if dtypes:
+            found.append(WebFolder(web, label, dtypes, sources, manifest["pipeline_task"]))
     return found
 
 
