@@ -2,7 +2,7 @@
 
 Layout (what transformers.js reads, plus the page and what it needs)::
 
-    config.json  tokenizer.json  tokenizer_config.json
+    config.json  tokenizer.json  tokenizer_config.json (model_max_length: the stage's max_seq_length)
     onnx/model.onnx            fp32, the plain exported graph (standard ONNX operators only)
     onnx/model_quantized.onnx  dynamic int8: transformers.js's ``dtype: "q8"`` (its file suffix ``_quantized``)
     index.html  lib/           the demo page, transformers.js and onnxruntime-web's WebAssembly
@@ -50,9 +50,12 @@ def runtime_modules() -> Path:
     return modules
 
 
-def write_web_folder(out: Path, source: Path, models: dict[str, Path], task: str, example: str, made_by: dict[str, Any]) -> dict[str, Any]:
+def write_web_folder(
+    out: Path, source: Path, models: dict[str, Path], task: str, max_length: int, example: str, made_by: dict[str, Any]
+) -> dict[str, Any]:
     """Write ``out`` from the tokenizer and config in ``source`` and ``models`` (dtype -> ONNX file);
-    its manifest, which is also returned."""
+    its manifest, which is also returned. The tokenizer's ``model_max_length`` becomes ``max_length``
+    (the length the stage checked the model at): transformers.js's pipelines truncate to it."""
     modules = runtime_modules()
     if not (source / "tokenizer.json").is_file():
         raise RecipeError(f"{source} has no tokenizer.json; transformers.js reads fast tokenizers only (save the tokenizer with a fast class)")
@@ -61,6 +64,8 @@ def write_web_folder(out: Path, source: Path, models: dict[str, Path], task: str
     copied.update({FILES[dtype]: path for dtype, path in models.items()})
     for name, path in copied.items():
         shutil.copyfile(path, out / name)
+    settings = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (out / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": max_length}, indent=2) + "\n", encoding="utf-8")
     versions = _vendor(modules, out / "lib")
     (out / "index.html").write_bytes((files("edgepress.web") / "pages" / "index.html").read_bytes())
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
@@ -72,6 +77,7 @@ def write_web_folder(out: Path, source: Path, models: dict[str, Path], task: str
         "labels": [config["id2label"][str(i)] for i in range(len(config["id2label"]))],
         "dtypes": {dtype: FILES[dtype] for dtype in models},
         "default_dtype": "q8" if "q8" in models else "fp32",
+        "max_seq_length": max_length,
         "example_text": example,
         "edgepress_version": _version(),
         "runtimes": versions,
@@ -93,7 +99,8 @@ def check_web_source(folder: Path) -> None:
 def write_for_stage(ctx: Any, source: Path, models: dict[str, Path]) -> dict[str, Any]:
     """The stage's ``web/`` folder; what its manifest records about it."""
     stage = "quantize" if "q8" in models else "export"
-    manifest = write_web_folder(ctx.out_dir / FOLDER, source, models, ctx.data.task, example_text(ctx.data), {"run": ctx.recipe.name, "stage": stage})
+    length = getattr(ctx.recipe, stage).max_seq_length
+    manifest = write_web_folder(ctx.out_dir / FOLDER, source, models, ctx.data.task, length, example_text(ctx.data), {"run": ctx.recipe.name, "stage": stage})
     return {"folder": FOLDER, "dtypes": manifest["dtypes"], "runtimes": manifest["runtimes"], "bytes": _bytes(ctx.out_dir / FOLDER)}
 
 

@@ -43,6 +43,7 @@ class WebFolder:
     dtypes: dict[str, str]  # q8 -> onnx/model_quantized.onnx
     sources: dict[str, Artifact]  # dtype -> the artifact whose file it copies (its accuracy is the row's)
     task: str
+    max_length: int  # the tokenizer's model_max_length there: the pipeline truncates to it
 
 
 def measure_in_browser(artifacts: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
@@ -62,7 +63,7 @@ def measure_in_browser(artifacts: list[Artifact], rows: dict[str, list], cfg: Be
     add_agreement(measured, onnx, names, examples, browser_outputs(results[threads[0]]), cfg.min_agreement)
     webs = web_folders(onnx)
     texts = [" ".join(t) if isinstance(t, (list, tuple)) else t for t in rows["text"]]
-    piped = _pipeline_rows(webs, run_pipelines(target, webs, texts, threads, cfg.rounds, cfg.warmup), examples, cfg)
+    piped = _pipeline_rows(webs, run_pipelines(target, webs, texts, threads, cfg.rounds, cfg.warmup), rows, cfg)
     return measured + piped, {**target.facts, **results[threads[0]]["environment"], "browser": f"Chromium {target.facts['chromium']}"}
 
 
@@ -137,13 +138,18 @@ def web_folders(onnx: list[Artifact]) -> list[WebFolder]:
         sources = {d: by_path.get(str((web / manifest["files"][f]["from"]).resolve())) for d, f in dtypes.items()}
         label = f"{stage.name}/{web.name}" if short else f"{stage.parent.name}/{stage.name}/{web.name}"
         if dtypes:
-            found.append(WebFolder(web, label, dtypes, sources, manifest["pipeline_task"]))
+            found.append(WebFolder(web, label, dtypes, sources, manifest["pipeline_task"], manifest["max_seq_length"]))
     return found
 
 
-def _pipeline_rows(webs: list[WebFolder], found: dict[str, dict], examples: list[dict], cfg: BenchSection) -> list[dict]:
+def _pipeline_rows(webs: list[WebFolder], found: dict[str, dict], texts: dict[str, list], cfg: BenchSection) -> list[dict]:
+    """A row per web folder and dtype; its agreement is with ONNX Runtime on the same file, the texts
+    truncated as the pipeline truncates them."""
+    from transformers import AutoTokenizer
+
     rows = []
     for web in webs:
+        examples = encoded_cases(AutoTokenizer.from_pretrained(web.path), texts, cfg.model_copy(update={"max_seq_length": web.max_length, "batch_sizes": []}))["batch 1"]
         for dtype, file in web.dtypes.items():
             source, entry = web.sources[dtype], found[f"{web.label} {dtype}"]
             name = f"{web.label} {dtype} (transformers.js pipeline)"
