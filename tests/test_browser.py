@@ -146,7 +146,7 @@ def test_a_model_that_differs_in_the_browser_fails_the_agreement_check(browser_t
     from edgepress.bench.targets import add_agreement
     from edgepress.errors import StageError
     from edgepress.recipe.deploy import BenchSection
-    from edgepress.web.measure import browser_outputs, run_models
+    from edgepress.bench.browser import browser_outputs, run_models
 
     export = web_run / "01-export"
     tampered = _tamper_bias(export / "model.onnx", tmp_path / "tampered.onnx")
@@ -168,7 +168,7 @@ def test_a_vocabulary_trimmed_tagger_runs_in_transformers_js(browser_target, tmp
     from edgepress.recipe.loading import validate_recipe
     from edgepress.running.pipeline import run_recipe
     from edgepress.web.browser import Page, launched
-    from edgepress.web.measure import WebFolder, pipeline_agreement
+    from edgepress.bench.browser import WebFolder, pipeline_agreement
 
     training = {"learning_rate": 3e-3, "epochs": 6, "batch_size": 16, "max_seq_length": 24, "logging_steps": 50}
     outcomes = run_recipe(validate_recipe({

@@ -20,7 +20,7 @@ LAYERS = [
     {"data"},  # sources -> raw rows -> the task's examples -> splits; tokenization
     {"models", "metrics", "encoders"},  # loading and saving; scores; where encoders keep heads and FFNs
     {"running"},  # pipeline, run folders, lock, summary
-    {"export"},
+    {"export", "web"},  # web: transformers.js-ready folders (export and quantize write them), the browser and its set-up
     {"compress"},  # training/, pruning/, quantization/ (quantization reads export's helpers)
     {"bench"},
     {"search"},

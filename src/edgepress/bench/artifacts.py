@@ -24,7 +24,7 @@ class Artifact:
     name: str
     # "torch" (a Transformers folder), "onnx" (a file), "inc" (an INC int8 PyTorch folder, compress/quantization/inc.py)
     # or "openvino" (an IR .xml file, export/ir.py); "web": an ONNX file of a web-ready folder, timed
-    # through transformers.js's pipeline on the browser target (web/measure.py)
+    # through transformers.js's pipeline on the browser target (bench/browser.py)
     kind: str
     path: Path
     folder: Path  # holds the tokenizer (and config)

@@ -31,7 +31,7 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
 
         cfg = cfg.model_copy(update=EMULATED_SETTINGS)
     if cfg.target == "browser":
-        from edgepress.web.measure import BROWSER_SETTINGS
+        from edgepress.bench.browser import BROWSER_SETTINGS
 
         cfg = cfg.model_copy(update=BROWSER_SETTINGS)
     _check_target(artifacts, cfg)
@@ -49,7 +49,7 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
 
         measured, device = measure_emulated(artifacts, rows, cfg)
     elif cfg.target == "browser":
-        from edgepress.web.measure import measure_in_browser
+        from edgepress.bench.browser import measure_in_browser
 
         measured, device = measure_in_browser(artifacts, rows, cfg)
     else:

@@ -1,2 +1,3 @@
-"""The browser as an edge target: web-ready model folders for transformers.js, and onnxruntime-web
-timed in a real headless Chromium."""
+"""The browser as an edge target: web-ready model folders for transformers.js (written by the export
+and quantize stages), the browser target's set-up, its local server and headless Chromium. Timing
+models there is bench's (``bench/browser.py``)."""

@@ -1,4 +1,4 @@
-"""Bench target ``browser``: the run's ONNX files in onnxruntime-web (WebAssembly) in headless
+"""Bench target ``browser`` (set up and driven by ``edgepress.web``): the run's ONNX files in onnxruntime-web (WebAssembly) in headless
 Chromium, and the whole transformers.js pipeline of its web-ready folders.
 
 One local server (127.0.0.1, cross-origin isolated) serves the bench page, the pinned runtimes and
@@ -31,7 +31,7 @@ from edgepress.web.target import BrowserTarget
 
 log = logging.getLogger(__name__)
 BROWSER_SETTINGS = {"batch_sizes": []}  # batch 1 at real lengths: what a page classifying one text does
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(web_folder.__file__).parent / "pages"  # bench.html beside the demo page
 
 
 @dataclass
