@@ -151,7 +151,7 @@ def test_a_model_that_differs_in_the_browser_fails_the_agreement_check(browser_t
     export = web_run / "01-export"
     tampered = _tamper_bias(export / "model.onnx", tmp_path / "tampered.onnx")
     examples = encoded_cases(AutoTokenizer.from_pretrained(export), {"text": _test_texts(tiny_csv, EXAMPLES)}, BenchSection(max_seq_length=24))["batch 1"]
-    results = run_models(browser_target, {"good": export / "model.onnx", "bad": tampered}, examples, [1], 1, 0)
+    results = run_models(browser_target, {"good": (export / "model.onnx", examples), "bad": (tampered, examples)}, [1], 1, 0)
     outputs = browser_outputs(results[1])
     artifact = Artifact("01-export/model.onnx", "onnx", export / "model.onnx", export)
     good, bad = [{"name": "served as is"}], [{"name": "served tampered"}]

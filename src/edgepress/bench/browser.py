@@ -21,7 +21,7 @@ import numpy as np
 from edgepress.bench import runner
 from edgepress.bench.artifacts import Artifact
 from edgepress.bench.measure import artifact_row, encoded_cases, thread_counts
-from edgepress.bench.targets import add_agreement, check_agreement, onnx_only, unique_names
+from edgepress.bench.targets import agreement, check_agreement, onnx_only, unique_names
 from edgepress.errors import TargetError
 from edgepress.recipe.deploy import BenchSection
 from edgepress.web import folder as web_folder
@@ -52,25 +52,30 @@ def measure_in_browser(artifacts: list[Artifact], rows: dict[str, list], cfg: Be
 
     target = BrowserTarget.open(cfg.browser_root)
     onnx = _browser_models(artifacts)
-    examples = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)["batch 1"]
+    # each model with its own folder's tokenizer: a pruned student's trimmed vocabulary is not its teacher's
+    by_folder = {f: encoded_cases(AutoTokenizer.from_pretrained(f), rows, cfg)["batch 1"] for f in dict.fromkeys(a.folder for a in onnx)}
     names = unique_names(onnx)
     threads = thread_counts(cfg)
-    results = run_models(target, {names[a.name]: a.path for a in onnx}, examples, threads, cfg.rounds, cfg.warmup)
-    measured = []
+    results = run_models(target, {names[a.name]: (a.path, by_folder[a.folder]) for a in onnx}, threads, cfg.rounds, cfg.warmup)
+    outputs, measured = browser_outputs(results[threads[0]]), []
     for artifact in onnx:
-        latency = {str(t): {"batch 1": runner.statistics(results[t]["times"][names[artifact.name]], cfg.rounds, len(examples) * cfg.rounds)} for t in threads}
+        count = len(by_folder[artifact.folder])
+        latency = {str(t): {"batch 1": runner.statistics(results[t]["times"][names[artifact.name]], cfg.rounds, count * cfg.rounds)} for t in threads}
         measured.append(_row(artifact, latency, "onnxruntime-web"))
-    add_agreement(measured, onnx, names, examples, browser_outputs(results[threads[0]]), cfg.min_agreement)
+        native = runner.first_outputs({names[artifact.name]: str(artifact.path)}, by_folder[artifact.folder])
+        measured[-1]["agreement"] = agreement(native, outputs, names[artifact.name], count)
+    check_agreement(measured, cfg.min_agreement)
     webs = web_folders(onnx)
     texts = [" ".join(t) if isinstance(t, (list, tuple)) else t for t in rows["text"]]
     piped = _pipeline_rows(webs, run_pipelines(target, webs, texts, threads, cfg.rounds, cfg.warmup), rows, cfg)
     return measured + piped, {**target.facts, **results[threads[0]]["environment"], "browser": f"Chromium {target.facts['chromium']}"}
 
 
-def run_models(target: BrowserTarget, models: dict[str, Path], examples: list[dict], threads: list[int], rounds: int, warmup: int) -> dict[int, dict]:
-    """The bench page's result per thread count: call times per model, first outputs, the page's facts."""
-    routes = {"/lib/": target.modules, "/bench/": PAGES, **{f"/models/{name}": path for name, path in models.items()}}
-    spec = {"models": [{"name": name, "url": f"/models/{name}"} for name in models], "examples": _lists(examples), "rounds": rounds, "warmup": warmup}
+def run_models(target: BrowserTarget, models: dict[str, tuple[Path, list[dict]]], threads: list[int], rounds: int, warmup: int) -> dict[int, dict]:
+    """The bench page's result per thread count: call times per model, first outputs, the page's
+    facts. ``models``: name -> (ONNX file, its tokenized batch-1 examples)."""
+    routes = {"/lib/": target.modules, "/bench/": PAGES, **{f"/models/{name}": path for name, (path, _) in models.items()}}
+    spec = {"models": [{"name": name, "url": f"/models/{name}", "examples": _lists(examples)} for name, (_, examples) in models.items()], "rounds": rounds, "warmup": warmup}
     results = {}
     with serving(routes) as url, launched(target.chromium) as browser:
         for count in threads:
