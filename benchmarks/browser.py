@@ -37,7 +37,7 @@ def main() -> None:
     source = args.data or recipe["data"]["source"]
     data = ["--data", source, "--task", recipe["task"]] + (["--text-column", args.text_column] if args.text_column else [])
     out = (args.output or run / "browser-bench").resolve()
-    quantize = ["--max-seq-length", str(args.max_seq_length), "--set", "quantize.web=true"]
+    quantize = ["--max-seq-length", str(args.max_seq_length), "--tolerance", str(args.tolerance), "--set", "quantize.web=true"]
     edgepress("export", "--model", str(stage_folder(run, "finetune")), *data, "--no-mobile", "--name", "teacher-onnx", "--output-dir", str(out))
     teacher = out / "teacher-onnx" / "01-export"
     edgepress("quantize", "--model", str(teacher), *data, *quantize, "--name", "teacher-int8", "--output-dir", str(out))
@@ -52,15 +52,16 @@ def main() -> None:
     edgepress("bench", *named, *settings, "--output", str(out / "bench-cpu"))
     edgepress("bench", *named, *settings, "--target", "browser", "--output", str(out / "bench-browser"))
     cpu, browser = (json.loads((out / f"bench-{t}" / "bench.json").read_text()) for t in ("cpu", "browser"))
-    result = summary(run, cpu, browser)
+    result = summary(run, cpu, browser, args.tolerance)
     print_table(result)
     text = json.dumps(result, indent=2) + "\n"
     (out / "browser.json").write_text(text)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"browser-{slug(run.name)}.json").write_text(text)
+    results = args.results or HERE / "results" / f"browser-{slug(run.name)}.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(text)
 
 
-def summary(run: Path, cpu: dict, browser: dict) -> dict:
+def summary(run: Path, cpu: dict, browser: dict, tolerance: float) -> dict:
     threads = [str(t) for t in browser["settings"]["threads"]]
     on_cpu = {row["name"]: row for row in cpu["artifacts"]}
     rows = []
@@ -77,7 +78,7 @@ def summary(run: Path, cpu: dict, browser: dict) -> dict:
         rows.append(entry)
     return {
         "run": str(run), "created": browser["created"], "environment": browser["environment"], "cpu_environment": cpu["environment"],
-        "settings": browser["settings"], "examples": browser["examples"], "rows": rows,
+        "settings": browser["settings"], "examples": browser["examples"], "rows": rows, "quantize_tolerance": tolerance,
         "fastest_in_browser": fastest(rows, threads),
     }  # fmt: skip
 
@@ -102,7 +103,8 @@ def print_table(result: dict) -> None:
     print(f"\n{result['created']}; {env['cpu']} ({', '.join(env['isa'])}), {env['cores']} cores; Chromium {browser['chromium']} headless, "
           f"onnxruntime-web {browser['onnxruntime_web']}, transformers.js {browser['transformers_js']}, cross-origin isolated "
           f"{browser['cross_origin_isolated']}; ONNX Runtime {result['cpu_environment']['packages'].get('onnxruntime')} on the CPU; "
-          f"{result['examples']} test texts, batch 1 at their real lengths, {result['settings']['rounds']} interleaved rounds\n")  # fmt: skip
+          f"{result['examples']} test texts, batch 1 at their real lengths, {result['settings']['rounds']} interleaved rounds; "
+          f"int8 files kept within {100 * result['quantize_tolerance']:g}% (relative) of fp32's validation score\n")  # fmt: skip
     head = ["file", "runtime in the browser", "test", "MB"] + [f"CPU ORT p50 {t}T" for t in threads] + [f"browser p50 {t}T" for t in threads]
     head += [f"browser / CPU {t}T" for t in threads] + ["agreement with CPU"]
     print("| " + " | ".join(head) + " |\n" + "|---" * len(head) + "|")
@@ -131,6 +133,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--tolerance", type=float, default=0.01, help="quantize.tolerance of both quantizations (default 0.01)")
+    parser.add_argument("--results", type=Path, help="default: benchmarks/results/browser-<run>.json")
     return parser.parse_args()
 
 

@@ -26,6 +26,21 @@ def require_system_tool(present: bool, what: str, package: str) -> None:
     pytest.skip(f"{what} is not installed and this user cannot apt-get install {package}")
 
 
+@pytest.fixture(scope="session")
+def browser_target(request):
+    """The browser target, set up once per session in .pytest_cache (npm ci of the pinned packages)."""
+    import shutil
+
+    from edgepress.web.target import find_chromium, setup
+
+    require_system_tool(find_chromium() is not None, "Chromium", "chromium")
+    require_system_tool(shutil.which("npm") is not None, "npm", "npm")
+    root = request.config.cache.mkdir("browser") / "target"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEPRESS_BROWSER_ROOT", str(root))  # what export.web and quantize.web copy lib/ from
+        yield setup(root)
+
+
 def assert_schema_valid(document: dict, name: str) -> None:
     """``document`` against the JSON Schema edgepress ships, ``bench`` or ``runner``."""
     from importlib.resources import files

@@ -212,3 +212,31 @@ def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
     assert len(curve) >= 2 and curve[-1] < curve[0]
     assert steps["fp16 onnx"]["fp16_parity_cpu"] <= steps["fp16 onnx"]["tolerance"]
     assert "| int8 threads | ok |" in done.stdout
+
+
+@pytest.mark.slow
+def test_browser_benchmark_puts_the_browser_beside_the_cpu(tmp_path, browser_target, tiny_classifier, tiny_csv):
+    """benchmarks/browser.py on a run whose student has a trimmed vocabulary (its own token ids)."""
+    from edgepress.recipe.loading import validate_recipe
+    from edgepress.running.pipeline import run_recipe
+
+    training = {"learning_rate": 2e-3, "epochs": 1, "batch_size": 16, "max_seq_length": 24}
+    run_recipe(validate_recipe({
+        "name": "small", "output_dir": str(tmp_path / "runs"), "stages": ["finetune", "prune", "export"],
+        "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)}, "finetune": training,
+        "prune": {**training, "heads": 0.5, "ffn": 0.5, "vocabulary": {"trim": True}}, "export": {"max_seq_length": 24, "mobile": False},
+    }))  # fmt: skip
+    out = tmp_path / "result.json"
+    args = [str(tmp_path / "runs" / "small"), "--output", str(tmp_path / "bench"), "--examples", "6", "--rounds", "1",
+            "--max-seq-length", "24", "--threads", "1", "2", "--results", str(out)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "browser.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    names = [r["name"] for r in result["rows"]]
+    files = [f"{who} {kind}" for who in ("teacher", "student") for kind in ("fp32", "int8 dynamic", "int8 static")]
+    assert names[:6] == files and all("transformers.js pipeline" in n for n in names[6:]) and len(names) == 10
+    for row in result["rows"]:
+        assert row["agreement"]["argmax"] == 1.0 and set(row["browser_p50_ms"]) == {"1", "2"}
+        assert (row["cpu_p50_ms"] is None) == (row["runtime"] == "transformers.js")
+    assert set(result["fastest_in_browser"]) == {"1", "2"} and result["environment"]["browser"]["cross_origin_isolated"] is True
+    assert "fastest in the browser at 1 thread(s)" in done.stdout and "| teacher fp32 | onnxruntime-web |" in done.stdout

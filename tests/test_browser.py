@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,18 +27,6 @@ from edgepress.cli.app import app
 
 runner = CliRunner()
 EXAMPLES = 8
-
-
-@pytest.fixture(scope="session")
-def browser_target(request):
-    from edgepress.web.target import find_chromium, setup
-
-    require_system_tool(find_chromium() is not None, "Chromium", "chromium")
-    require_system_tool(shutil.which("npm") is not None, "npm", "npm")
-    root = request.config.cache.mkdir("browser") / "target"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGEPRESS_BROWSER_ROOT", str(root))  # what export.web and quantize.web copy lib/ from
-        yield setup(root)
 
 
 @pytest.fixture(scope="module")
