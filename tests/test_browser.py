@@ -118,7 +118,8 @@ def test_browser_bench_times_every_onnx_file_and_the_pipelines(browser_target, w
     assert document["settings"]["cases"] == ["batch 1"]
     report = (out / "report.md").read_text()
     assert "Chromium" in report and "predicted labels 100.0% the same" in report
-    assert "02-quantize/web q8 (transformers.js pipeline)" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "02-quantize/web q8 (transformers.js pipeline): predicted labels 100.0% the same" in page and "<script" not in page
     gated = runner.invoke(app, ["gate", "--baseline", str(out / "bench.json"), "--current", str(out / "bench.json")])
     assert gated.exit_code == 0, gated.output
 

@@ -106,4 +106,4 @@ def test_setup_without_qemu_names_the_package(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "apt-get install qemu-user-static" in result.output
     assert not (tmp_path / "t").exists() and not os.path.exists(tmp_path / "t.partial")
     other = runner.invoke(app, ["targets", "setup", "riscv"])
-    assert other.exit_code == 1 and "only arm64-emulated needs one" in other.output
+    assert other.exit_code == 1 and "arm64-emulated and browser need one" in other.output

@@ -138,7 +138,7 @@ def test_ssh_and_scp_never_read_the_destination_as_an_option(tmp_path):
 
 def test_unknown_targets_say_what_exists(tmp_path):
     result = runner.invoke(app, ["bench", "--model", f"m={tmp_path}", "--target", "tpu"])
-    assert result.exit_code == 2 and "use cpu, cuda, arm64-emulated or ssh://" in result.output
+    assert result.exit_code == 2 and "use cpu, cuda, arm64-emulated, browser or ssh://" in result.output
 
 
 def _has_cuda() -> bool:

@@ -63,8 +63,11 @@ def write_pareto(document: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def write_html(document: dict[str, Any], markdown_table: list[list[str]], plot: Path | None, path: Path, note: str = "") -> None:
-    """One file, no external resources: ``note`` (emphasized), the table, the environment, and the plot inlined."""
+def write_html(
+    document: dict[str, Any], markdown_table: list[list[str]], plot: Path | None, path: Path, note: str = "", notes: list[str] = ()
+) -> None:
+    """One file, no external resources: ``note`` (emphasized), the table, the environment, the plot
+    inlined, and ``notes`` (a heading line and its items, e.g. agreement with this machine)."""
     env = document["environment"]
     head, *body = markdown_table
     cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
@@ -72,7 +75,9 @@ def write_html(document: dict[str, Any], markdown_table: list[list[str]], plot: 
     image = ""
     if plot is not None and plot.is_file():
         image = f'<img alt="accuracy against latency" src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}">'
-    details = ", ".join(f"{k}: {v}" for k, v in env.items() if k != "packages")
+    flat = lambda v: "(" + ", ".join(f"{k} {x}" for k, x in v.items()) + ")" if isinstance(v, dict) else v  # noqa: E731 - a browser's or device's facts
+    details = ", ".join(f"{k}: {flat(v)}" for k, v in env.items() if k != "packages")
+    listed = f"<p>{html.escape(notes[0])}</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes[1:]) + "</ul>" if notes else ""
     packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
     path.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>edgepress benchmark</title><style>"
@@ -82,6 +87,6 @@ def write_html(document: dict[str, Any], markdown_table: list[list[str]], plot: 
         f"<h1>edgepress benchmark</h1><p>{html.escape(document['created'])}</p>"
         + (f"<p><strong>{html.escape(note)}</strong></p>" if note else "")
         + f"<p>{html.escape(details)}</p><p>{html.escape(packages)}</p>"
-        f"<table><tr>{cells}</tr>{rows}</table>{image}</body></html>\n",
+        f"<table><tr>{cells}</tr>{rows}</table>{listed}{image}</body></html>\n",
         encoding="utf-8",
     )

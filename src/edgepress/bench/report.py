@@ -167,12 +167,21 @@ def markdown(document: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     lines += _fastest_lines(document)
-    if env.get("emulated") or env.get("browser"):
-        lines += ["", "Agreement with ONNX Runtime on this machine's CPU (same inputs, one thread; pipelines: label per text, or per token, and score):", ""]
-        lines += [f"- {r['name']}: predicted {'labels' if r['kind'] == 'web' else 'class'} {100 * r['agreement']['argmax']:.1f}% the same, "
-                  f"max |{'score' if r['kind'] == 'web' else 'logit'} difference| {r['agreement']['max_abs_diff']:.2e} over "
-                  f"{r['agreement']['examples']} texts" for r in document["artifacts"]]  # fmt: skip
+    if agreement := agreement_lines(document):
+        lines += ["", AGREEMENT, "", *[f"- {line}" for line in agreement]]
     return "\n".join(lines) + "\n"
+
+
+AGREEMENT = "Agreement with ONNX Runtime on this machine's CPU (same inputs, one thread; pipelines: label per text, or per token, and score):"
+
+
+def agreement_lines(document: dict[str, Any]) -> list[str]:
+    """One line per row that a target compared with this machine's outputs (emulated, ssh, browser)."""
+    return [
+        f"{r['name']}: predicted {'labels' if r['kind'] == 'web' else 'class'} {100 * r['agreement']['argmax']:.1f}% the same, "
+        f"max |{'score' if r['kind'] == 'web' else 'logit'} difference| {r['agreement']['max_abs_diff']:.2e} over {r['agreement']['examples']} texts"
+        for r in document["artifacts"] if "agreement" in r
+    ]  # fmt: skip
 
 
 def _fastest_lines(document: dict[str, Any]) -> list[str]:
@@ -191,4 +200,5 @@ def write_reports(document: dict[str, Any], folder: Path) -> None:
     (folder / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(markdown(document), encoding="utf-8")
     plot = folder / "pareto.png"
-    write_html(document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html", emulated_note(document))
+    notes = [AGREEMENT, *agreement_lines(document)] if agreement_lines(document) else []
+    write_html(document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html", emulated_note(document), notes)
