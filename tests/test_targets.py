@@ -188,3 +188,19 @@ def test_torch_models_are_timed_on_the_gpu_in_fp32_and_fp16(tmp_path, tiny_class
     for artifact in document["artifacts"]:
         assert 0 < artifact["latency"]["1"]["batch 1"]["p50_ms"] and artifact["latency"]["1"]["batch 4 x 24"]["runs"] == 4
     assert document["artifacts"][0]["test"]["accuracy"] >= 0.95 and document["artifacts"][1]["precision"] == "fp16"
+
+
+def test_models_are_grouped_by_their_tokenizer(tmp_path, tiny_bert, tiny_ner_bert):
+    """ssh and emulated targets feed each group its own token ids: copies of one tokenizer (a run's
+    export and quantize folders) stay together, another vocabulary (a trimmed student) does not."""
+    import shutil
+
+    from edgepress.bench.artifacts import Artifact
+    from edgepress.bench.targets import tokenizer_groups
+
+    folders = {}
+    for name, source in (("export", tiny_bert), ("quantize", tiny_bert), ("other", tiny_ner_bert)):
+        folders[name] = tmp_path / name
+        shutil.copytree(source, folders[name])
+    artifacts = [Artifact(f"{n}/model.onnx", "onnx", folders[n] / "model.onnx", folders[n]) for n in ("export", "other", "quantize")]
+    assert [[a.name for a in group] for group in tokenizer_groups(artifacts)] == [["export/model.onnx", "quantize/model.onnx"], ["other/model.onnx"]]

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -84,10 +84,15 @@ class SshTarget:
 
 def measure_over_ssh(artifacts: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
     """The ONNX artifacts timed on the device; rows shaped like ``measure_all``'s, and the device's environment."""
-    from transformers import AutoTokenizer
-
     target = SshTarget.from_section(cfg)
     onnx = onnx_only(artifacts, "an ssh target")
+    return _by_tokenizer(onnx, lambda group: _ssh_group(target, group, rows, cfg))
+
+
+def _ssh_group(target: SshTarget, onnx: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
+    """Models that share one tokenizer, timed on the device together (interleaved)."""
+    from transformers import AutoTokenizer
+
     remote = target.run("mktemp -d").strip()
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -113,12 +118,17 @@ EMULATED_SETTINGS = {"threads": [1], "batch_sizes": [], "rounds": 1, "warmup": 1
 def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
     """The ONNX artifacts run under the arm64 emulator (``cfg`` with ``EMULATED_SETTINGS``); each
     row carries ``emulated: true`` and its ``agreement`` with this machine's outputs."""
-    from transformers import AutoTokenizer
-
     from edgepress.bench.emulator import Emulator
 
     emulator = Emulator.open(cfg.emulator_root)
     onnx = onnx_only(artifacts, "the arm64-emulated target")
+    return _by_tokenizer(onnx, lambda group: _emulated_group(emulator, group, rows, cfg))
+
+
+def _emulated_group(emulator: Any, onnx: list[Artifact], rows: dict[str, list], cfg: BenchSection) -> tuple[list[dict], dict]:
+    """Models that share one tokenizer, run together under the emulator."""
+    from transformers import AutoTokenizer
+
     examples = encoded_cases(AutoTokenizer.from_pretrained(onnx[0].folder), rows, cfg)["batch 1"]
     names = unique_names(onnx)
     with tempfile.TemporaryDirectory() as scratch:
@@ -136,6 +146,36 @@ def measure_emulated(artifacts: list[Artifact], rows: dict[str, list], cfg: Benc
         row["emulated"] = True
     add_agreement(measured, onnx, names, examples, emulated, cfg.min_agreement)
     return measured, {**result["environment"], "emulated": emulator.facts}
+
+
+def tokenizer_groups(onnx: list[Artifact]) -> list[list[Artifact]]:
+    """The models grouped by tokenizer (the bytes of its files): one set of token ids per group.
+    Export and quantize folders copy one tokenizer, so a run's files stay together; a pruned
+    student with a trimmed vocabulary and its teacher do not."""
+    import hashlib
+
+    groups: dict[str, list[Artifact]] = {}
+    for artifact in onnx:
+        digest = hashlib.sha256()
+        for name in TOKENIZER_FILES:
+            if (artifact.folder / name).is_file():
+                digest.update(name.encode() + (artifact.folder / name).read_bytes())
+        groups.setdefault(digest.hexdigest(), []).append(artifact)
+    return list(groups.values())
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "merges.txt", "vocab.json")
+
+
+def _by_tokenizer(onnx: list[Artifact], measure: Callable[[list[Artifact]], tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
+    """``measure`` per tokenizer group (each feeds its own token ids); rows back in ``onnx``'s order."""
+    measured, environment = [], None
+    for group in tokenizer_groups(onnx):
+        rows, found = measure(group)
+        measured += rows
+        environment = environment or found
+    order = {a.name: i for i, a in enumerate(onnx)}
+    return sorted(measured, key=lambda row: order[row["name"]]), environment
 
 
 def _load_outputs(path: Path) -> dict[str, np.ndarray]:
