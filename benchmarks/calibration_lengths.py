@@ -17,14 +17,12 @@ Writes benchmarks/results/calibration_lengths.json.
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from common import write_result
 from recipe_runs import run_stages
 
-from edgepress.running.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 PADDINGS = ("max_length", "longest")
@@ -71,14 +69,10 @@ def report(args: argparse.Namespace, export, rows: list[dict]) -> None:
             f"{r['method']:<11} {r['padding']:<11} {100 * r['validation']:>7.2f}% {100 * (r['validation'] - r['fp32_validation']):>+7.2f} "
             f"{100 * r['test']:>8.2f}% {100 * (r['test'] - r['fp32_test']):>+7.2f} {100 * r['test_agreement_with_fp32']:>21.1f}%"
         )
-    result = {
-        "benchmark": "calibration_lengths", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    write_result(args.json, "calibration_lengths", {
         "recipe": str(args.recipe), "overrides": args.set, "fp32_model": str(export.folder),
-        "max_seq_length": args.max_seq_length, "calibration_samples": args.samples, "machine": environment(), "rows": rows,
-    }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+        "max_seq_length": args.max_seq_length, "calibration_samples": args.samples, "rows": rows,
+    })  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:

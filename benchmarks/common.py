@@ -50,5 +50,19 @@ def variant_recipe(base: dict, overrides: list[str], updates: dict):
     return validate_recipe(raw)
 
 
+def write_result(path: Path, benchmark: str, fields: dict, with_machine: bool = True) -> None:
+    """The script's JSON: its name, the date, this machine (CPU, instruction sets, library versions)
+    unless the fields carry a bench.json's own environment, and ``fields``."""
+    from datetime import datetime, timezone
+
+    from edgepress.bench.report import machine
+
+    result = {"benchmark": benchmark, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result |= ({"machine": machine()} if with_machine else {}) | fields
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())

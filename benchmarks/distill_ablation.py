@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from common import slug, variant_recipe
+from common import slug, variant_recipe, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,17 +117,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def write(rows: list[dict], args: argparse.Namespace, ensemble: list[str]) -> None:
-    from edgepress.bench.report import machine
-
-    result = {
-        "benchmark": "distill_ablation",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "recipe": str(args.recipe), "overrides": args.set, "teacher": str(args.teacher), "ensemble": ensemble,
-        "machine": machine(), "rows": rows,
-    }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, "distill_ablation", {"recipe": str(args.recipe), "overrides": args.set, "teacher": str(args.teacher), "ensemble": ensemble, "rows": rows})
 
 
 def parse_args() -> argparse.Namespace:

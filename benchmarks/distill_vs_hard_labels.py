@@ -21,17 +21,13 @@ Prints a table and writes benchmarks/results/distill_vs_hard_labels.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from common import slug, variant_recipe
+from common import slug, variant_recipe, write_result
 
-from edgepress.bench.runner import cpu_description
 from edgepress.running.pipeline import run_recipe
-from edgepress.running.runs import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 HARD = ["distill.loss.hard_weight=1.0", "distill.loss.soft_weight=0.0"]
@@ -112,9 +108,7 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
             f"{r['variant']:<24} {r['seed']:>4} {100 * r['val_accuracy']:>7.2f}% {100 * r['test_accuracy']:>8.2f}% "
             f"{100 * r['test_f1_macro']:>7.2f}% {r['retained'] or 0:>9.4f} {r['steps']:>6} {r['wall_s']:>7}"
         )
-    result = {
-        "benchmark": "distill_vs_hard_labels",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    write_result(args.json, "distill_vs_hard_labels", {
         "recipe": str(args.recipe),
         "recipe_distill_section": base.get("distill"),
         "overrides": args.set,
@@ -123,12 +117,8 @@ def report(rows: list[dict], teacher: Path, args: argparse.Namespace, base: dict
         "soft_weight": args.soft_weight,
         "only": args.only,
         "teacher": str(teacher),
-        "machine": {"processor": cpu_description()[0], **environment()},
         "rows": rows,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    })
 
 
 def parse_args() -> argparse.Namespace:

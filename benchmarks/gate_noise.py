@@ -27,10 +27,10 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,18 +52,13 @@ def main() -> None:
             runs.append((kind, out / f"{kind}-{i}"))
     rows = [gate(args, baselines, folder / "bench.json", kind, ref) for kind, folder in runs for ref in (True, False)]
     counts = summary(rows)
-    result = {
-        "benchmark": "gate_noise",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    write_result(args.json, "gate_noise", {
         "reference": str(args.reference), "model": str(args.model), "slower": str(slower), "slowdown_target": args.slowdown,
         "bench_args": args.bench_args, "max_latency_regression": args.max_latency_regression, "repeats": args.repeats,
         "baseline_runs": args.baseline_runs, "slowdown_length": args.length,
         "environment": json.loads(baselines[0].read_text())["environment"],
         "counts": counts, "gates": rows,
-    }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    }, with_machine=False)  # fmt: skip
 
 
 def make_slower(model: Path, slowdown: float, folder: Path, length: int) -> Path:

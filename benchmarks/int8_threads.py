@@ -13,14 +13,12 @@ file, setting and thread count, and the 2-thread/1-thread ratio; writes benchmar
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from edgepress.bench.report import machine
+from common import write_result
 from edgepress.bench.runner import feeds_for, open_session, statistics, time_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +47,9 @@ def main() -> None:
     for name, counts in nodes.items():
         top = ", ".join(f"{op} {n}" for op, n in counts.most_common(8))
         print(f"{name}: {sum(counts.values())} nodes ({top})")
-    result = {
-        "benchmark": "int8_threads", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-        "examples": len(examples), "rounds": args.rounds, "settings": SETTINGS, "p50_ms": latency,
-        "nodes": {k: dict(v) for k, v in nodes.items()},
-    }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, "int8_threads", {
+        "examples": len(examples), "rounds": args.rounds, "settings": SETTINGS, "p50_ms": latency, "nodes": {k: dict(v) for k, v in nodes.items()},
+    })  # fmt: skip
 
 
 def test_examples(args: argparse.Namespace) -> list[dict[str, np.ndarray]]:
