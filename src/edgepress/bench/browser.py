@@ -132,11 +132,10 @@ def web_folders(onnx: list[Artifact]) -> list[WebFolder]:
     import json
 
     by_path = {str(a.path.resolve()): a for a in onnx}
-    stages = [s for s in dict.fromkeys(a.folder for a in onnx) if web_folder.find(s)]
-    short = len({s.name for s in stages}) == len(stages)  # stage folder names tell them apart
+    webs = {s: w for s in dict.fromkeys(a.folder for a in onnx) if (w := web_folder.find(s))}
+    short = len({s.name for s in webs}) == len(webs)  # stage folder names tell them apart
     found, seen = [], set()
-    for stage in stages:
-        web = web_folder.find(stage)
+    for stage, web in webs.items():
         manifest = json.loads((web / "edgepress.json").read_text(encoding="utf-8"))
         dtypes = {d: f for d, f in manifest["dtypes"].items() if manifest["files"][f]["sha256"] not in seen}
         seen |= {manifest["files"][f]["sha256"] for f in dtypes.values()}

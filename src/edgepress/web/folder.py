@@ -16,7 +16,6 @@ or not at all (the stage's own folder is renamed into place when the stage retur
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepress.errors import RecipeError
+from edgepress.running.runs import hash_file
 
 FOLDER = "web"
 FILES = {"fp32": "onnx/model.onnx", "q8": "onnx/model_quantized.onnx"}
@@ -83,7 +83,7 @@ def write_web_folder(
         "runtimes": versions,
         "made_by": made_by,
         # relative to this folder: a stage's folder is renamed into place after it is written
-        "files": {name: {"from": os.path.relpath(path, out), "sha256": _sha256(out / name)} for name, path in copied.items()},
+        "files": {name: {"from": os.path.relpath(path, out), "sha256": hash_file(out / name)} for name, path in copied.items()},
     }
     (out / "edgepress.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
@@ -123,14 +123,6 @@ def _vendor(modules: Path, lib: Path) -> dict[str, str]:
             shutil.copyfile(modules / package / name, target)
         versions[package] = json.loads((modules / package / "package.json").read_text())["version"]
     return {"transformers_js": versions["@huggingface/transformers"], "onnxruntime_web": versions["onnxruntime-web"]}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version() -> str:
