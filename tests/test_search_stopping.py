@@ -197,11 +197,27 @@ def _kill_during_second_trial(process, storage: str) -> int:
         except Exception:  # the database or the study is not created yet, or is being written (locked)
             trials = []
         running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and _has_beaten(storage, running[0]):
             os.killpg(process.pid, signal.SIGKILL)
             return running[0]
         time.sleep(0.1)
     pytest.fail(f"the search never had a finished and a running trial at once (exit code {process.poll()})")
+
+
+def _has_beaten(storage: str, number: int) -> bool:
+    """Whether the trial's heartbeat is in the storage. Optuna only fails a RUNNING trial whose
+    heartbeat went stale: one killed before its first beat (the heartbeat thread starts after the
+    trial is created; under load that takes a while) stays RUNNING for good, so the kill waits."""
+    import sqlite3
+
+    from contextlib import closing
+
+    query = "SELECT 1 FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.number = ?"  # Optuna's RDB schema
+    try:
+        with closing(sqlite3.connect(storage.removeprefix("sqlite:///"))) as db:
+            return db.execute(query, (number,)).fetchone() is not None
+    except sqlite3.OperationalError:  # being written (locked): ask again on the next poll
+        return False
 
 
 def _study(storage: str) -> "optuna.Study":
