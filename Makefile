@@ -11,7 +11,7 @@ install: $(STAMP)
 # constraints.txt pins the exact set verified together in a fresh venv (torch's CPU build among them).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[builtin,test,openvino,browser]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[builtin,test,openvino,browser,postgres]'
 	touch $(STAMP)
 
 demo: install
@@ -25,18 +25,20 @@ TEST_WORKERS ?= 0
 test: install test-tools
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
-# What the ssh, emulated-arm64, WordNet and browser tests need from Debian (file:package pairs).
+# What the ssh, emulated-arm64, WordNet, browser and PostgreSQL tests need from Debian (file:package
+# pairs; postgresql 15 is Debian 12's).
 # Each missing one is installed when this is root on a machine with apt (CI is); elsewhere those
 # tests skip and say which package to add. The browser tests then install their npm packages
 # themselves (npm ci into .pytest_cache).
 TEST_TOOLS := /usr/sbin/sshd:openssh-server /usr/bin/qemu-aarch64-static:qemu-user-static \
-	/usr/share/wordnet/data.noun:wordnet-base /usr/bin/chromium:chromium /usr/bin/npm:npm
+	/usr/share/wordnet/data.noun:wordnet-base /usr/bin/chromium:chromium /usr/bin/npm:npm \
+	/usr/lib/postgresql/15/bin/initdb:postgresql
 
 test-tools:
 	@missing=""; for pair in $(TEST_TOOLS); do [ -e "$${pair%%:*}" ] || missing="$$missing $${pair#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing$$missing for the ssh, emulated-arm64, WordNet and browser tests"; \
+		echo "installing$$missing for the ssh, emulated-arm64, WordNet, browser and PostgreSQL tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
 		echo "note: not root with apt-get: the tests that need$$missing will skip"; \

@@ -120,6 +120,8 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
                                      str(w.root / "schema.json")]),  # fmt: skip
         "gate-missing": lambda: Case(["gate", "--baseline", str(w.root / "none.json"), "--current", str(w.root / "none.json")]),
         "search-path": lambda: Case(["search", w.recipe("sp", {**fine("sp"), "search": {"space": {"prune.head": [0.5]}, "objectives": ["accuracy"]}})]),
+        "search-storage-down": lambda: Case(["search", w.recipe("sdown", {**fine("sdown"), "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}}),
+                                             "--storage", f"postgresql+psycopg://edgepress@127.0.0.1:{_closed_port()}/postgres"]),  # fmt: skip
         "search-timeout": lambda: Case(["search", w.recipe("st", {**fine("st"), "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}}),
                                         "--timeout", "soon"]),  # fmt: skip
         "interrupted": lambda: _interrupted(w),
@@ -251,6 +253,12 @@ def _other_recipe(w: World) -> Case:
     runs.mkdir(parents=True)
     (runs / "recipe.yaml").write_text(yaml.safe_dump({"model": {"name_or_path": "builtin:minilm-l6"}, "data": {"source": "builtin:bbc-news"}}))
     return Case(["run", w.recipe("other", w.finetune("shared-name"))])
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed when this returns: nothing listens there
 
 
 def _browser_bench(w: World) -> Case:

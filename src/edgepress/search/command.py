@@ -60,7 +60,7 @@ def show_search(path: Path, overrides: list[str], storage: str | None) -> None:
     if url == _default_storage(run) and not (run / "study.db").is_file():
         raise RecipeError(f"no study at {run / 'study.db'}; run edgepress search {path} first (or give --storage)")
     try:
-        study = optuna.load_study(study_name=recipe.name, storage=url)
+        study = optuna.load_study(study_name=recipe.name, storage=open_storage(url, settings.heartbeat_s))
     except KeyError as exc:
         raise RecipeError(f"{url} holds no study named {recipe.name!r}; check the recipe's name or --storage") from exc
     plan = Plan(objectives=tuple(settings.objectives), limits=_stored_limits(study, settings), trials=settings.trials)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgepress.errors import EdgepressError
+from edgepress.errors import EdgepressError, RecipeError
 from edgepress.search.space import Space, suggest, trial_recipe
 from edgepress.search.stopping import EarlyStop
 
@@ -170,7 +170,35 @@ def open_storage(url: str, heartbeat_s: int) -> "str | optuna.storages.BaseStora
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: experimental since Optuna 2.9
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, heartbeat_stale_trial_callback=retry)
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, heartbeat_stale_trial_callback=retry)
+        except ImportError as exc:  # Optuna's wrapping of the driver's ModuleNotFoundError
+            raise RecipeError(_no_driver(url, getattr(exc.__cause__ or exc, "name", None) or "of its driver")) from None
+        except Exception as exc:  # SQLAlchemy's OperationalError and kin: the server, not the study
+            if type(exc).__module__.startswith("sqlalchemy"):
+                raise RecipeError(f"cannot open the study storage {_safe(url)}: {_first_line(exc)}; check that the database server runs and the URL (user, host, port, database) is right") from None
+            raise
+
+
+def _no_driver(url: str, module: str | None) -> str:
+    if url.startswith("postgresql"):
+        return (f"the storage {_safe(url)} needs the Python module {module}, which is not installed; pip install 'edgepress[postgres]' "
+                "(psycopg 3) and write the URL as postgresql+psycopg://user@host:port/database")  # fmt: skip
+    return f"the storage {_safe(url)} needs the Python module {module}, which is not installed; install the database driver SQLAlchemy names"
+
+
+def _safe(url: str) -> str:
+    """The URL without its password: error messages end up in CI logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the given URL"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def done_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
