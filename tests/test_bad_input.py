@@ -188,6 +188,9 @@ def _first_use_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
         "search-reference": lambda: check("s6", {**space([0.5]), "reference": "nope.onnx"}),
         "gate-negative": lambda: Case(["gate", "--baseline", "a.json", "--current", "b.json", "--max-accuracy-drop", "-1"]),
         "gate-bare-number": lambda: Case(["gate", "--baseline", "a.json", "--current", "b.json", "--max-latency-regression", "10"]),
+        "gate-two-modes": lambda: Case(["gate", "--base-model", "a.onnx", "--model", "b.onnx", "--baseline", "a.json", "--current", "b.json"]),
+        "gate-ab-half": lambda: Case(["gate", "--base-model", "a.onnx"]),
+        "gate-ab-missing-model": lambda: Case(["gate", "--base-model", str(w.root / "none.onnx"), "--model", str(w.root / "none.onnx")]),
     }
 
 

@@ -98,23 +98,30 @@ def test_gate_noise_benchmark_counts_false_alarms_and_detections(tmp_path, tiny_
     tiny_model(model / "a.onnx")
     out = tmp_path / "result.json"
     args = [
-        "--reference", str(model / "a.onnx"), "--model", str(model / "a.onnx"), "--repeats", "2", "--slowdown", "3",
+        "--reference", str(model / "a.onnx"), "--model", str(model / "a.onnx"), "--repeats", "1", "--baseline-runs", "2", "--slowdown", "3",
         "--bench-args", f"--data {tiny_csv} --examples 8 --rounds 4 --threads 1 --batch-size 4 --max-seq-length 24",
+        "--ab-args", f"--data {tiny_csv} --examples 8 --rounds 5 --threads 1 --max-seq-length 24",
         "--output-dir", str(tmp_path / "runs"), "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gate_noise.py"), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     gates = result["gates"]
-    assert [(g["current"], g["reference"]) for g in gates] == [
-        (f"{kind}-{i}", ref) for i in (1, 2) for kind in ("repeat", "slower") for ref in ("ref", None)
+    # the two modes alternate: each benchmark gated against the stored baseline twice, then an A/B gate
+    assert [(g["current"], g["reference"], g.get("mode", "stored")) for g in gates] == [
+        row for kind in ("repeat", "slower")
+        for row in [(f"{kind}-1", "ref", "stored"), (f"{kind}-1", None, "stored"), (f"ab-{kind}-1", None, "ab")]
     ]  # fmt: skip
-    # a model made 4x slower on purpose fails every gate, with and without the reference
-    assert [g["exit"] for g in gates if g["kind"] == "slower"] == [1, 1, 1, 1]
-    assert set(result["counts"]) == {"repeat, by ref", "repeat, absolute", "slower, by ref", "slower, absolute"}
-    assert result["counts"]["slower, by ref"] == result["counts"]["slower, absolute"] == "2/2"
-    assert all(set(g["latency_changes"]) == {"latency 1T batch 1", "latency 1T batch 4 x 24"} for g in gates)
-    assert "slower model:" in done.stdout and "gates failed" in done.stdout
+    # a model made 4x slower on purpose fails every gate, stored (with and without the reference) and A/B
+    assert [g["exit"] for g in gates if g["kind"] == "slower"] == [1] * 3
+    assert set(result["counts"]) == {"repeat, by ref", "repeat, absolute", "slower, by ref", "slower, absolute", "repeat, absolute, A/B", "slower, absolute, A/B"}
+    assert result["counts"]["slower, by ref"] == result["counts"]["slower, absolute"] == result["counts"]["slower, absolute, A/B"] == "1/1"
+    assert all(set(g["latency_changes"]) == {"latency 1T batch 1", "latency 1T batch 4 x 24"} for g in gates if g["mode"] == "stored")
+    ab = [g for g in gates if g["mode"] == "ab"]
+    assert all(set(g["latency_changes"]) == {"latency 1T batch 1"} and len(g["latency_changes"]["latency 1T batch 1"]["ratios"]) == 5 for g in ab)
+    # a 4x slower model regresses in the first measurement and in its confirmation
+    assert all(g["latency_changes"]["latency 1T batch 1"]["attempts"] == ["regressed", "regressed"] for g in ab if g["kind"] == "slower")
+    assert "slower model:" in done.stdout and "gates failed" in done.stdout and "A/B self-comparisons at 1T: 5 paired rounds" in done.stdout
 
 
 def test_the_slowed_model_predicts_the_same_and_does_more_work(tmp_path, tiny_classifier):

@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import require_system_tool
-from test_search_stopping import search_yaml
+from test_search_stopping import has_heartbeat, search_yaml
 from typer.testing import CliRunner
 
 from edgepress.cli.app import app
@@ -75,17 +75,18 @@ def test_two_workers_share_a_study_and_one_reruns_the_trial_of_a_killed_one(post
         for name in ("a", "b")
     }  # fmt: skip
     try:
-        killed = _kill_when_both_run(workers["a"], postgres)
+        killed = _kill_mid_trial(workers["a"], postgres)
         output, errors = workers["b"].communicate(timeout=400)
         killed_log = workers["a"].communicate(timeout=30)[1]
     finally:
         for worker in workers.values():
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
-    assert killed and workers["b"].returncode == 0, errors[-2000:]
+    assert killed is not None and workers["b"].returncode == 0, errors[-2000:]
     study = optuna.load_study(study_name="pg", storage=postgres)
     stale = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL and "error" not in t.user_attrs]
-    assert len(stale) == 1  # a's trial, failed by b once its heartbeat stopped
+    assert [t.number for t in stale] == [killed]  # a's trial, failed by b once its heartbeat stopped
+    assert stale[0].user_attrs["worker"] == f"{socket.gethostname()}:{workers['a'].pid}"
     rerun = [t for t in study.trials if t.system_attrs.get("failed_trial") == stale[0].number]
     assert len(rerun) == 1 and rerun[0].state == optuna.trial.TrialState.COMPLETE and rerun[0].params == stale[0].params
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -109,17 +110,17 @@ def test_a_server_that_is_down_is_one_line(tmp_path, tiny_classifier, tiny_csv):
         assert "secret" not in result.output and "check that the database server runs" in result.output
 
 
-def _kill_when_both_run(worker: subprocess.Popen, url: str) -> bool:
-    """SIGKILL ``worker`` once one trial is complete and two run (so that one of them is its own)."""
-    deadline = time.monotonic() + 300
+def _kill_mid_trial(worker: subprocess.Popen, url: str) -> int | None:
+    """SIGKILL ``worker`` once a trial it runs has beaten its heartbeat; returns that trial's number."""
+    name, deadline = f"{socket.gethostname()}:{worker.pid}", time.monotonic() + 300
     while time.monotonic() < deadline and worker.poll() is None:
         try:
             trials = optuna.load_study(study_name="pg", storage=url).trials
         except Exception:  # the study is being created
             trials = []
-        states = [t.state for t in trials]
-        if states.count(optuna.trial.TrialState.RUNNING) == 2 and optuna.trial.TrialState.COMPLETE in states:
+        mine = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker") == name]
+        if mine and has_heartbeat(url, "pg", mine[0]):
             os.killpg(worker.pid, signal.SIGKILL)
-            return True
+            return mine[0]
         time.sleep(0.1)
-    return False
+    return None

@@ -197,27 +197,31 @@ def _kill_during_second_trial(process, storage: str) -> int:
         except Exception:  # the database or the study is not created yet, or is being written (locked)
             trials = []
         running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and _has_beaten(storage, running[0]):
+        if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and has_heartbeat(storage, "killed", running[0]):
             os.killpg(process.pid, signal.SIGKILL)
             return running[0]
         time.sleep(0.1)
     pytest.fail(f"the search never had a finished and a running trial at once (exit code {process.poll()})")
 
 
-def _has_beaten(storage: str, number: int) -> bool:
+def has_heartbeat(url: str, study: str, number: int) -> bool:
     """Whether the trial's heartbeat is in the storage. Optuna only fails a RUNNING trial whose
     heartbeat went stale: one killed before its first beat (the heartbeat thread starts after the
-    trial is created; under load that takes a while) stays RUNNING for good, so the kill waits."""
-    import sqlite3
+    trial is created; under load that takes a while) stays RUNNING for good, so a kill waits."""
+    import sqlalchemy
 
-    from contextlib import closing
-
-    query = "SELECT 1 FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.number = ?"  # Optuna's RDB schema
+    query = sqlalchemy.text(  # Optuna's RDB schema
+        "SELECT 1 FROM trials t JOIN studies s ON s.study_id = t.study_id JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
+        " WHERE s.study_name = :study AND t.number = :number"
+    )
+    engine = sqlalchemy.create_engine(url)
     try:
-        with closing(sqlite3.connect(storage.removeprefix("sqlite:///"))) as db:
-            return db.execute(query, (number,)).fetchone() is not None
-    except sqlite3.OperationalError:  # being written (locked): ask again on the next poll
+        with engine.connect() as connection:
+            return connection.execute(query, {"study": study, "number": number}).first() is not None
+    except sqlalchemy.exc.OperationalError:  # being written (locked): ask again on the next poll
         return False
+    finally:
+        engine.dispose()
 
 
 def _study(storage: str) -> "optuna.Study":

@@ -50,6 +50,9 @@ class Check:
     note: str = ""
     p_value: Optional[float] = None
     allowed: bool = False  # not comparable, and the user allowed that
+    test: str = "rank test"  # what gave p: the stored-baseline rank test, or the A/B mode's paired signed-rank test
+    attempts: list[dict] = field(default_factory=list)  # A/B mode: every measurement, when a regression was re-measured
+    ratios: list[float] = field(default_factory=list)  # A/B mode: each round's change / base latency
 
     @property
     def failed(self) -> bool:
@@ -157,7 +160,7 @@ def compare(baseline: dict, current: dict, limits: Limits, reference: Optional[s
             continue
         if name != reference:  # the reference against itself is 1.0 by construction
             checks += [_latency_check(context, entry, cur[name], threads, case, limits) for threads, case in _cases(entry)]
-        checks += _accuracy_check(name, entry, cur[name], limits.accuracy_points)
+        checks += accuracy_check(name, entry, cur[name], limits.accuracy_points)
     for check in checks:
         check.allowed = limits.allow_missing and check.status == NOT_COMPARABLE
     if not any(c.what.startswith("latency") and c.status != NOT_COMPARABLE for c in checks):
@@ -255,7 +258,7 @@ def slower_p_value(before: list[float], after: list[float]) -> float:
     return float(mannwhitneyu(after, before, alternative="greater", method="exact").pvalue)
 
 
-def _accuracy_check(name: str, entry: dict, now: dict, limit_points: float) -> list[Check]:
+def accuracy_check(name: str, entry: dict, now: dict, limit_points: float) -> list[Check]:
     key = "f1" if "f1" in entry["test"] else "accuracy"  # token classification is held to entity F1
     what = "entity F1" if key == "f1" else "accuracy"
     before, after = entry["test"].get(key), now["test"].get(key)
@@ -297,9 +300,18 @@ def junit(checks: list[Check]) -> str:
             lines.append(f"    <failure message={quoteattr(describe(c))}>{escape(describe(c))}</failure>")
         elif c.status == NOT_COMPARABLE:
             lines.append(f"    <skipped message={quoteattr(describe(c))}/>")
+        if len(c.attempts) > 1:  # a re-measured check: every measurement, whatever the verdict
+            lines.append(f"    <system-out>{escape(_attempts(c))}</system-out>")
         lines.append("  </testcase>")
     lines.append("</testsuite>")
     return "\n".join(lines) + "\n"
+
+
+def _attempts(c: Check) -> str:
+    return "; ".join(
+        f"measurement {i}: {a['baseline']:.4g} ms -> {a['current']:.4g} ms ({100 * a['change']:+.1f}%, p={a['p_value']:.3f}) {a['status']}"
+        for i, a in enumerate(c.attempts, 1)
+    )
 
 
 def describe(c: Check) -> str:
@@ -307,8 +319,8 @@ def describe(c: Check) -> str:
         return f"{c.artifact}: {c.what}: not comparable: {c.note}"
     if c.what in ("accuracy", "entity F1"):
         return f"{c.artifact}: {c.what} {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({round(c.change, 2) + 0.0:+.2f} points; limit -{c.limit} points)"
-    unit = "" if c.note else " ms"
+    unit = " ms" if c.test != "rank test" or not c.note.startswith("relative to") else ""
     return (
         f"{c.artifact}: {c.what}: {c.baseline:.4g}{unit} -> {c.current:.4g}{unit} ({100 * c.change:+.1f}%; "
-        f"limit +{100 * c.limit:.0f}%; rank test p={c.p_value:.3f}){' ' + c.note if c.note else ''}"
+        f"limit +{100 * c.limit:g}%; {c.test} p={c.p_value:.3f}){' ' + c.note if c.note else ''}"
     )

@@ -14,7 +14,8 @@ from typing import Optional
 import typer
 
 from edgepress import __version__
-from edgepress.cli.bench import bench, gate, targets_setup
+from edgepress.cli.bench import bench, targets_setup
+from edgepress.cli.gate import gate
 from edgepress.cli.common import STATE, ForceOption, SetOption, execute, origin_of, reported
 from edgepress.cli.search import app as search_app
 from edgepress.cli.stages import distill, export, finetune, prune, quantize

@@ -1,17 +1,14 @@
-"""``edgepress bench`` (measure artifacts outside a recipe run) and ``edgepress gate`` (CI check)."""
+"""``edgepress bench`` (measure artifacts outside a recipe run) and ``edgepress targets setup``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
 from edgepress.cli.common import SetOption, given, reported
 from edgepress.cli.stages import DataOption, LabelColumnOption, TaskOption, TextColumnOption, TextPairColumnOption
-
-if TYPE_CHECKING:
-    from edgepress.bench.gate import GateResult
 
 
 @reported
@@ -69,67 +66,6 @@ def _files(output: Path) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-@reported
-def gate(
-    baseline: list[Path] = typer.Option(..., help="bench.json of the accepted state (e.g. from the main branch); repeat it to pool several runs' rounds."),
-    current: Path = typer.Option(..., help="bench.json of the change under test."),
-    max_latency_regression: str = typer.Option("10%", help="Largest allowed p50 slow-down, e.g. 10%."),
-    max_accuracy_drop: float = typer.Option(0.5, help="Largest allowed test-accuracy drop, in points."),
-    significance: float = typer.Option(0.05, help="Level of the rank test a slow-down must also pass to count."),
-    reference: Optional[str] = typer.Option(None, help="Artifact to normalize by (default: only across machines)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Pass although some baseline checks could not be compared."),
-    junit: Optional[Path] = typer.Option(None, help="Also write the checks as JUnit XML here."),
-) -> None:
-    """Exit 1 when the current benchmark is slower or less accurate than the baseline allows, or cannot be compared with it."""
-    from edgepress.bench.gate import Limits, compare, describe, load_bench, parse_fraction, pool_baselines
-    from edgepress.bench.gate import junit as junit_xml
-
-    limits = Limits(parse_fraction(max_latency_regression), max_accuracy_drop, significance, allow_missing)
-    accepted = pool_baselines([load_bench(path) for path in baseline], [str(path) for path in baseline])
-    result = compare(accepted, load_bench(current), limits, reference)
-    _print_gate(result)
-    if junit:  # its folder made as pytest's --junitxml does: CI steps point it at a reports/ folder
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(junit_xml(result.checks), encoding="utf-8")
-    for c in result.failed:
-        typer.echo(f"{'regressed' if c.status == 'regressed' else 'not compared'}: {describe(c)}", err=True)
-    if result.failed:
-        if any(c.status != "regressed" for c in result.failed):
-            typer.echo("checks that could not be compared fail the gate; bench both sides alike, or pass --allow-missing", err=True)
-        raise typer.Exit(1)
-    skipped = sum(c.status == "not comparable" for c in result.checks)
-    typer.echo(f"gate passed: {len(result.checks) - skipped} checks compared" + (f", {skipped} not comparable (allowed)" if skipped else ""))
-
-
-def _print_gate(result: "GateResult") -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    for note in result.notes:
-        console.print(f"note: {note}")
-    table = Table(title="edgepress gate" + (f" (latency relative to {result.reference})" if result.reference else ""))
-    for column in ("artifact", "check", "baseline", "current", "change", "p", "result"):
-        table.add_column(column, overflow="fold")
-    for c in result.checks:
-        latency = c.what.startswith("latency")
-        # latency is a p50 in ms, or a ratio to the reference's p50 in the same round; accuracy in %
-        unit = "" if not latency else " x ref" if result.reference else " ms"
-        fmt = (lambda v: "-" if v is None else f"{v:.4g}{unit}") if latency else (lambda v: "-" if v is None else f"{100 * v:.2f}%")
-        p = "-" if c.p_value is None else f"{c.p_value:.3f}"
-        verdict = {"ok": "ok", "regressed": "FAIL"}.get(c.status, f"{'allowed' if c.allowed else 'FAIL'}: not comparable ({c.note})")
-        table.add_row(c.artifact, c.what, fmt(c.baseline), fmt(c.current), _change(c.change, latency), p, verdict)
-    console.print(table)
-
-
-def _change(change: Optional[float], latency: bool) -> str:
-    if change is None:
-        return "-"
-    value, digits = (100 * change, 1) if latency else (change, 2)
-    value = round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0: no "-0.00 pt"
-    return f"{value:+.{digits}f}" + ("%" if latency else " pt")
 
 
 @reported

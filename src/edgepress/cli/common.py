@@ -6,6 +6,7 @@ import errno
 import functools
 import inspect
 import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -68,8 +69,20 @@ def _os_message(exc: OSError, flags: str) -> str:
 def _fail(exc: BaseException, message: str, code: int) -> None:
     if STATE["debug"]:  # the traceback too, but the same exit code: scripts must not see another answer
         traceback.print_exception(exc)
+    _end_progress_bars()
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars the error interrupted (the Trainer's, a tokenizer's): each ends its
+    line, so that the error starts a line of its own instead of trailing a half-drawn bar."""
+    tqdm = sys.modules.get("tqdm")  # never imported here: no bar can be open without it
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()))[::-1]:
+        try:
+            bar.close()
+        except Exception:  # a bar whose stream is gone: nothing to end
+            pass
 
 
 def execute(recipe: Any, force: bool, origin: str) -> None:

@@ -28,6 +28,7 @@ def trial_line(trial: "optuna.trial.FrozenTrial", objectives: tuple[str, ...]) -
         "feasible": bool(values) and all(v <= 0 for v in trial.constraints.values()),
         "note": _note(trial),
         "final_folder": trial.user_attrs.get("final_folder"),
+        "worker": trial.user_attrs.get("worker"),  # host:pid
     }
 
 
@@ -38,7 +39,8 @@ def _note(trial: "optuna.trial.FrozenTrial") -> str:
     if "error" in attrs:
         return f"failed: {attrs['error']}"
     if trial.state.name == "FAIL":
-        return "interrupted (its process stopped); re-run as a later trial"
+        worker = f" ({attrs['worker']})" if "worker" in attrs else ""
+        return f"interrupted: its process{worker} stopped; re-run as a later trial"
     retried = trial.system_attrs.get("failed_trial")
     notes = [f"re-run of trial {retried}"] if retried is not None else []
     if attrs.get("reused_stages"):

@@ -118,6 +118,7 @@ def run_study(
 
     def objective(trial: "optuna.Trial") -> tuple[float, ...]:
         values = suggest(trial, space)
+        trial.set_user_attr("worker", worker_name())  # which process ran it: a shared study has several
         trial.set_user_attr("chosen", values)  # the recipe values (a section chosen from a list, as itself)
         try:
             recipe = trial_recipe(base, values, where=f"search trial {trial.number}")
@@ -146,6 +147,14 @@ def run_study(
     if missing > 0:
         study.optimize(objective, n_trials=missing, timeout=timeout, catch=(EdgepressError,), callbacks=[_stop_when_full(plan.trials)])
     return study
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, as a shared study's trials record who ran them."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _stop_when_full(total: int):
