@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/edgepress run recipes/bbc-news.yaml
 
-# TEST_WORKERS=N runs the suite in N pytest-xdist processes (auto: one per core). Off by default:
-# on a 2-core machine the suite keeps both cores busy already (torch trains on both), and two
-# workers' thread pools then fight over them; on a larger machine `make test TEST_WORKERS=auto`.
-TEST_WORKERS ?= 0
+# The suite runs in TEST_WORKERS pytest-xdist processes (tests of one file stay in one process).
+# tests/conftest.py sets OMP_NUM_THREADS=1 for them and every process they start: without it two
+# processes' OpenMP pools fought over the cores (a two-worker search test took 82-126 s instead of
+# 21 s). Measured on a 2-core VM (2026-12-05): 2 workers with it 795 s, 1 process without it 1507 s.
+# TEST_WORKERS=0: one process;
+# TEST_WORKERS=auto: one per core.
+TEST_WORKERS ?= 2
 
 test: install test-tools
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)

@@ -50,7 +50,7 @@ def main() -> None:
         summary(json.loads(args.summarize.read_text())["gates"])
         return
     out = args.output_dir
-    slower = args.slower_model or make_slower(args.model, args.slowdown, out / "slower", args.length)
+    slower = args.slower_model or make_slower(args.model, args.slowdown, out / "slower", args.length, args.calibrate_threads)
     baselines = [out / f"baseline-{i}" / "bench.json" for i in range(1, args.baseline_runs + 1)]
     for path in baselines if "stored" in args.modes else []:
         bench(args, path.parent, args.model)
@@ -68,11 +68,11 @@ def main() -> None:
         "modes": args.modes, "reference": str(args.reference), "model": str(args.model), "slower": str(slower),
         "slowdown_target": args.slowdown, "bench_args": args.bench_args, "ab_args": args.ab_args,
         "max_latency_regression": args.max_latency_regression, "repeats": args.repeats, "baseline_runs": args.baseline_runs,
-        "slowdown_length": args.length, "environment": environment, "counts": counts, "gates": rows,
+        "slowdown_length": args.length, "calibrate_threads": args.calibrate_threads, "environment": environment, "counts": counts, "gates": rows,
     }, with_machine=False)  # fmt: skip
 
 
-def make_slower(model: Path, slowdown: float, folder: Path, length: int) -> Path:
+def make_slower(model: Path, slowdown: float, folder: Path, length: int, threads: int = 1) -> Path:
     """A copy of ``model`` (beside its tokenizer and config) that is about ``slowdown`` slower at batch 1:
     the chain's length is re-scaled by the measured slow-down until it is within a fifth of the target."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -81,11 +81,11 @@ def make_slower(model: Path, slowdown: float, folder: Path, length: int) -> Path
     matmuls, measured = 4, 0.0
     for _ in range(4):
         slower = slow_down(model, folder / model.name, hidden, matmuls)
-        measured = batch1_ratio(model, slower, length) - 1
+        measured = batch1_ratio(model, slower, length, threads) - 1
         if abs(measured - slowdown) <= slowdown / 5:
             break
         matmuls = max(1, round(matmuls * slowdown / max(measured, 1e-3)))
-    print(f"slower model: {matmuls} extra {hidden}x{hidden} MatMuls, batch 1 at 1 thread and {length} tokens {100 * measured:+.1f}% "
+    print(f"slower model: {matmuls} extra {hidden}x{hidden} MatMuls, batch 1 at {threads} thread(s) and {length} tokens {100 * measured:+.1f}% "
           f"(target {100 * slowdown:+.0f}%)", flush=True)  # fmt: skip
     return slower
 
@@ -121,11 +121,11 @@ def slow_down(source: Path, target: Path, hidden: int, matmuls: int) -> Path:
     return target
 
 
-def batch1_ratio(model: Path, other: Path, length: int, texts: int = 16, rounds: int = 9) -> float:
-    """Median latency of ``other`` over ``model`` at batch 1, one thread, on inputs of ``length`` tokens, interleaved."""
+def batch1_ratio(model: Path, other: Path, length: int, threads: int = 1, texts: int = 16, rounds: int = 9) -> float:
+    """Median latency of ``other`` over ``model`` at batch 1 and ``threads`` threads, on inputs of ``length`` tokens, interleaved."""
     from edgepress.bench import runner
 
-    sessions = [runner.open_session(str(p), 1) for p in (model, other)]
+    sessions = [runner.open_session(str(p), threads) for p in (model, other)]
     example = {"input_ids": np.full((1, length), 1000, np.int64), "attention_mask": np.ones((1, length), np.int64)}
     calls = {str(i): [lambda s=s: s.run(None, runner.feeds_for(s, example))] * texts for i, s in enumerate(sessions)}
     times = runner.time_interleaved(calls, rounds)
@@ -224,7 +224,10 @@ def _round_spread(rows: list[dict], threads: list[str]) -> None:
     for t in threads:
         ratios = np.array([x for r in rows if r.get("mode") == "ab" and r["kind"] == "repeat"
                            for k, v in r["latency_changes"].items() if k.split()[1] == t for x in v.get("ratios", [])])  # fmt: skip
+        medians = {kind: np.median([v["change"] for r in rows if r.get("mode") == "ab" and r["kind"] == kind
+                                     for k, v in r["latency_changes"].items() if k.split()[1] == t] or [np.nan]) for kind in ("repeat", "slower")}  # fmt: skip
         if ratios.size:
+            print(f"A/B at {t}: median change of m over itself {100 * medians['repeat']:+.1f}%, of the slower copy over m {100 * medians['slower']:+.1f}%")
             low, mid, high = np.percentile(ratios, [5, 50, 95])
             print(f"A/B self-comparisons at {t}: {ratios.size} paired rounds, ratio 5th .. 50th .. 95th percentile "
                   f"{low:.3f} .. {mid:.3f} .. {high:.3f}, std {ratios.std():.3f}")  # fmt: skip
@@ -243,6 +246,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baseline-runs", type=int, default=3, help="separate benchmarks pooled into the baseline")
     parser.add_argument("--slowdown", type=float, default=0.2, help="how much slower the slowed copy is made (0.2: 20%%)")
     parser.add_argument("--length", type=int, default=128, help="tokens per input when calibrating the slow-down (bench's max_seq_length)")
+    parser.add_argument("--calibrate-threads", type=int, default=1, help="thread count at which the slow-down is calibrated")
     parser.add_argument("--slower-model", type=Path, help="use this model as the slower one instead of making one")
     parser.add_argument("--modes", nargs="+", choices=("stored", "ab"), default=["stored", "ab"], help="which gate modes to measure")
     parser.add_argument("--bench-args", default="", help="more `edgepress bench` options, e.g. '--threads 1 --threads 2'")

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported, here and in every edgepress process a test starts (they inherit it): the
+# tiny models gain nothing from intra-op threads, and two processes at once (search workers, pytest
+# workers) each spinning OpenMP threads on every core slowed a test from 21 s to 82-126 s. Tests that
+# time threads set them explicitly (ONNX Runtime, OpenVINO and bench's torch.set_num_threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import json
 import random
 from pathlib import Path

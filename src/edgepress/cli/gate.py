@@ -66,7 +66,7 @@ def gate(
         flags = {
             "task": task, "data.source": data, "data.text_column": text_column, "data.text_pair_column": text_pair_column,
             "data.label_column": label_column, "bench.threads": threads or None, "bench.examples": examples,
-            "bench.rounds": rounds or AB_ROUNDS, "bench.batch_sizes": batch_size or [], "bench.max_seq_length": max_seq_length,
+            "bench.rounds": rounds, "bench.batch_sizes": batch_size or None, "bench.max_seq_length": max_seq_length,
         }  # fmt: skip
         result, document = _ab(base_model, model, flags, overrides, limits, confirm, torch_models)
     else:
@@ -84,7 +84,10 @@ def _ab(base_model: Path, model: Path, flags: dict, overrides: Optional[list[str
     from edgepress.recipe.loading import load_recipe
 
     recipe = load_recipe(None, overrides, given(flags))
-    cfg = recipe.bench
+    # the gate's own defaults where neither a flag nor --set chose: more rounds than bench, batch 1 only
+    chosen = {o.split("=", 1)[0].strip() for o in overrides or []} | set(given(flags))
+    defaults = {"rounds": AB_ROUNDS, "batch_sizes": []}
+    cfg = recipe.bench.model_copy(update={k: v for k, v in defaults.items() if f"bench.{k}" not in chosen})
     if cfg.target != "cpu":
         raise RecipeError(f"the A/B gate times both models on this machine's CPU; bench.target {cfg.target!r} is for edgepress bench")
     pairs, missing = ab.pair_up(_artifacts(base_model, "--base-model", torch_models), _artifacts(model, "--model", torch_models))
