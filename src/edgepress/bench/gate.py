@@ -161,12 +161,17 @@ def compare(baseline: dict, current: dict, limits: Limits, reference: Optional[s
         if name != reference:  # the reference against itself is 1.0 by construction
             checks += [_latency_check(context, entry, cur[name], threads, case, limits) for threads, case in _cases(entry)]
         checks += accuracy_check(name, entry, cur[name], limits.accuracy_points)
-    for check in checks:
-        check.allowed = limits.allow_missing and check.status == NOT_COMPARABLE
+    mark_allowed(checks, limits)
     if not any(c.what.startswith("latency") and c.status != NOT_COMPARABLE for c in checks):
         # --allow-missing lets some cases go, never all of them: such a gate would compare nothing
         checks.append(Check("(all)", "latency", status=NOT_COMPARABLE, note=_nothing_compared(base, cur, common)))
     return GateResult(checks, reference, _notes(baseline, current, reference))
+
+
+def mark_allowed(checks: list[Check], limits: Limits) -> None:
+    """Checks that could not be compared pass only where the user allowed it (--allow-missing)."""
+    for check in checks:
+        check.allowed = limits.allow_missing and check.status == NOT_COMPARABLE
 
 
 def _nothing_compared(base: dict, cur: dict, common: list[str]) -> str:
@@ -319,7 +324,7 @@ def describe(c: Check) -> str:
         return f"{c.artifact}: {c.what}: not comparable: {c.note}"
     if c.what in ("accuracy", "entity F1"):
         return f"{c.artifact}: {c.what} {100 * c.baseline:.2f}% -> {100 * c.current:.2f}% ({round(c.change, 2) + 0.0:+.2f} points; limit -{c.limit} points)"
-    unit = " ms" if c.test != "rank test" or not c.note.startswith("relative to") else ""
+    unit = "" if c.note.startswith("relative to") else " ms"  # a ratio to the reference, else milliseconds
     return (
         f"{c.artifact}: {c.what}: {c.baseline:.4g}{unit} -> {c.current:.4g}{unit} ({100 * c.change:+.1f}%; "
         f"limit +{100 * c.limit:g}%; {c.test} p={c.p_value:.3f}){' ' + c.note if c.note else ''}"

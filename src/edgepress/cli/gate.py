@@ -76,7 +76,7 @@ def gate(
 
 def _ab(base_model: Path, model: Path, flags: dict, overrides: Optional[list[str]], limits: "Limits", confirm: int, torch_models: bool):
     from edgepress.bench import ab
-    from edgepress.bench.gate import GateResult
+    from edgepress.bench.gate import GateResult, mark_allowed
     from edgepress.bench.measure import case_names, thread_counts
     from edgepress.bench.runner import environment
     from edgepress.data.load import load_data
@@ -94,11 +94,11 @@ def _ab(base_model: Path, model: Path, flags: dict, overrides: Optional[list[str
     data = load_data(recipe.data, recipe.task)
     test = data.test.to_dict()
     rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}
+    threads, cases = thread_counts(cfg), case_names(cfg)
     checks = missing + ab.accuracy_checks(pairs, data, cfg.max_seq_length, limits.accuracy_points)
-    checks += ab.compare_models(pairs, thread_counts(cfg), case_names(cfg), limits, confirm, ab.PairedTimer(rows, cfg))
-    for check in checks:
-        check.allowed = limits.allow_missing and check.status == "not comparable"
-    settings = {"threads": thread_counts(cfg), "cases": case_names(cfg), "rounds": cfg.rounds, "examples": len(rows["text"]),
+    checks += ab.compare_models(pairs, threads, cases, limits, confirm, ab.PairedTimer(rows, cfg))
+    mark_allowed(checks, limits)
+    settings = {"threads": threads, "cases": cases, "rounds": cfg.rounds, "examples": len(rows["text"]),
                 "max_seq_length": cfg.max_seq_length, "order": ab.ORDER, "confirm": confirm}  # fmt: skip
     document = {"mode": "ab", "base": str(base_model), "change": str(model), "settings": settings, "environment": environment()}
     return GateResult(checks, None, [f"A/B: {base_model} and {model} timed in the same rounds here ({ab.ORDER})"]), document
@@ -112,7 +112,7 @@ def _artifacts(path: Path, flag: str, torch_models: bool) -> list:
     if not path.exists():
         raise GateInputError(f"{flag} {path} does not exist; give an ONNX file, an OpenVINO .xml, a model folder or a run folder")
     if path.is_dir() and (path / "recipe.yaml").is_file() and not read_manifest(path):  # a run folder, not a stage's
-        found = [a for a in run_artifacts(path, torch_models) if a.kind != "web"]
+        found = run_artifacts(path, torch_models)
         if not found:
             from edgepress.errors import RecipeError
 
