@@ -149,6 +149,10 @@ def _transfer_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
         "transfer-column": lambda: distill("t3", w.file("bodies.csv", "body\nsome words\nmore words\n")),
         "transfer-undecodable": lambda: distill("t4", w.file("latin.txt", b"caf\xe9 au lait\n")),
         "relation-heads": lambda: distill("t5", student={"num_layers": 1}, loss={"relation_weight": 1.0, "relation_heads": 3}),
+        "adapt-no-text": lambda: run(w.recipe("a1", {**w.finetune("a1"), "stages": ["adapt", "finetune"], "adapt": {"training_texts": False}})),
+        "adapt-source-missing": lambda: run(w.recipe("a2", {**w.finetune("a2"), "stages": ["adapt", "finetune"],
+                                                           "adapt": {"source": str(w.root / "no-such-domain.txt")}})),  # fmt: skip
+        "tracking-unknown": lambda: run(w.recipe("a3", {**w.finetune("a3"), "tracking": {"report_to": ["tensorbord"]}})),
     }
 
 

@@ -36,7 +36,7 @@ def test_sources_are_text_files_tables_folders_and_dataset_folders(tmp_path):
     repo = tmp_path / "repo"
     write_rows(repo / "data" / "train.parquet", [{"sentence": "from the hub"}, {"sentence": "and more"}])
     assert read_unlabelled(str(repo), "sentence", words=False, split="train")[0] == ["from the hub", "and more"]
-    with pytest.raises(DataError, match=r"could not load transfer text .*\(split test\)"):
+    with pytest.raises(DataError, match=r"could not load unlabelled text .*\(split test\)"):
         read_unlabelled(str(repo), "sentence", words=False, split="test")
     before = fingerprint(str(lines))
     lines.write_text("first text, edited\n", encoding="utf-8")

@@ -108,7 +108,7 @@ def load_classifier(
     source = resolve_source(cfg.name_or_path)
     check_weights_are_safe(source, cfg.allow_pickle)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    with _loading(cfg.name_or_path, source):
+    with loading(cfg.name_or_path, source):
         config = AutoConfig.from_pretrained(source, **common)
         keep_head = _has_head_for(config, labels, task)
         if require_head and not keep_head:
@@ -145,7 +145,7 @@ def load_trained(
     _refuse_onnx_folder(cfg.name_or_path, source)
     check_weights_are_safe(source, cfg.allow_pickle)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    with _loading(cfg.name_or_path, source):
+    with loading(cfg.name_or_path, source):
         config = AutoConfig.from_pretrained(source, **common)
         if not any(a.endswith(get_task(task).head) for a in config.architectures or []):
             raise ModelError(_no_head_message(cfg.name_or_path, config, task))
@@ -222,7 +222,7 @@ def load_artifact(folder: str | Path) -> tuple["PreTrainedModel", "PreTrainedTok
     """Load a classifier that an edgepress stage wrote (always safetensors)."""
     from transformers import AutoTokenizer
 
-    with _loading(str(folder), str(folder)):
+    with loading(str(folder), str(folder)):
         model = from_pretrained(auto_class(folder_task(folder)), folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
@@ -290,7 +290,7 @@ def _reset_head(model: "PreTrainedModel") -> None:
 
 
 @contextlib.contextmanager
-def _loading(name: str, source: str) -> Iterator[None]:
+def loading(name: str, source: str) -> Iterator[None]:
     """Quiet transformers' load chatter and turn its load errors into one actionable line."""
     from transformers.utils import logging as hf_logging
 

@@ -7,6 +7,7 @@ answers at once. Errors print one line and exit non-zero; ``--debug`` shows the 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -70,12 +71,21 @@ def _setup_logging(debug: bool) -> None:
     if not debug:
         for name, level in NOISY_LOGGERS.items():
             logging.getLogger(name).setLevel(level)
+        # one progress line per training run (compress/training/monitor.py): the libraries' own bars
+        # (loading weights, tokenizing, writing shards) and routine warnings stay out of it; read
+        # when transformers, datasets and the Hub client are first imported, and a user's setting wins
+        for variable, value in QUIET_LIBRARIES.items():
+            os.environ.setdefault(variable, value)
 
 
 # Libraries that log routine steps as warnings: torchao (which the Trainer imports when installed, and
 # neural-compressor-pt installs it) about CUDA kernels a CPU machine lacks and pytree registrations;
 # torch.export's note that INC's file name does not end in .pt2. (INC's own logger sets its level when
 # imported, later: quantization.inc.quiet handles it.)
+QUIET_LIBRARIES = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow sets its logger's level when imported: its database set-up notes
+}  # fmt: skip
 NOISY_LOGGERS = {"torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "torch.export.pt2_archive._package": logging.ERROR}
 
 

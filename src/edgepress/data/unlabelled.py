@@ -38,10 +38,10 @@ def read_unlabelled(source: str, column: str, words: bool, split: str = "train",
     elif path.is_dir() or not looks_like_path(source, (*TEXT_SUFFIXES, *SUFFIX_FORMAT)):
         texts = _read_hub(source, column, words, split, where)
     else:
-        raise DataError(f"transfer text {source} does not exist; check {where}.source (a file, folder or Hub dataset id)")
+        raise DataError(f"unlabelled text {source} does not exist; check {where}.source (a file, folder or Hub dataset id)")
     texts = [t for t in texts if (t if words else t.strip())]
     if not texts:
-        raise DataError(f"transfer text {source} has no texts; point {where}.source at unlabelled text, one per line")
+        raise DataError(f"unlabelled text {source} has no texts; point {where}.source at unlabelled text, one per line")
     return texts, source
 
 
@@ -103,9 +103,9 @@ def _decode(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"transfer text {path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+        raise DataError(f"unlabelled text {path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
     except OSError as exc:
-        raise DataError(f"cannot read transfer text {path}: {exc.strerror}; check its permissions") from None
+        raise DataError(f"cannot read unlabelled text {path}: {exc.strerror}; check its permissions") from None
 
 
 def _column(frame: "pd.DataFrame", column: str, origin: str, words: bool, where: str) -> list[Text]:
@@ -133,7 +133,7 @@ def _read_hub(source: str, column: str, words: bool, split: str, where: str) -> 
     except Exception as exc:  # datasets raises many types (FileNotFound, DatasetNotFound, ValueError for a split, ...)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
-            f"could not load transfer text {source!r} (split {split}): {first}. A local path must exist; "
+            f"could not load unlabelled text {source!r} (split {split}): {first}. A local path must exist; "
             "a Hub id needs the network (or a filled HF cache when offline)"
         ) from exc
     return _column(dataset.to_pandas(), column, f"{source} (split {split})", words, where)

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from edgepress.errors import RecipeError
 from edgepress.recipe.deploy import BenchSection, ExportSection, QuantizeSection
 from edgepress.recipe.search import SearchSection
-from edgepress.recipe.sections import DataSection, ModelSection, Section
-from edgepress.recipe.training import DistillSection, FinetuneSection, PruneSection
+from edgepress.recipe.sections import DataSection, ModelSection, Section, TrackingSection
+from edgepress.recipe.training import AdaptSection, DistillSection, FinetuneSection, PruneSection
 from edgepress.recipe.stages import STAGES, check_stage_order
 
 
@@ -33,6 +33,7 @@ class Recipe(Section):
     stages: list[str] = Field(["finetune"], description=f"Stages to run, in order. Known: {', '.join(STAGES)}.")
     model: ModelSection = Field(default_factory=ModelSection, description="The model to start from.")
     data: DataSection = Field(default_factory=DataSection, description="The dataset and its splits.")
+    adapt: AdaptSection = Field(default_factory=AdaptSection, description="Masked-language-model training on unlabelled in-domain text.")
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Teacher fine-tuning.")
     distill: DistillSection = Field(default_factory=DistillSection, description="Distillation into a student.")
     prune: PruneSection = Field(default_factory=PruneSection, description="Structured pruning with recovery.")
@@ -40,6 +41,7 @@ class Recipe(Section):
     quantize: QuantizeSection = Field(default_factory=QuantizeSection, description="int8 quantization of the ONNX model.")
     bench: BenchSection = Field(default_factory=BenchSection, description="Benchmark of every artifact of the run.")
     search: SearchSection = Field(default_factory=SearchSection, description="edgepress search: the values to vary and the goals.")
+    tracking: TrackingSection = Field(default_factory=TrackingSection, description="Dashboards the training curves go to.")
 
     @field_validator("name")
     @classmethod
@@ -66,6 +68,12 @@ class Recipe(Section):
             if isinstance(section, dict) and "metric_for_best_model" not in section:
                 raw[name] = {**section, "metric_for_best_model": "f1"}
         return raw
+
+    @model_validator(mode="after")
+    def _adapt_has_text(self) -> "Recipe":
+        if "adapt" in self.stages and not (self.adapt.on or self.adapt.training_texts):
+            raise ValueError("adapt has no text: set adapt.source (unlabelled in-domain text), adapt.unused_train, or adapt.training_texts: true")
+        return self
 
     @model_validator(mode="after")
     def _options_fit_the_task(self) -> "Recipe":

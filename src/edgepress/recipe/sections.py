@@ -91,3 +91,28 @@ class DataSection(Section):
                 "too little training data; keep the sum below 0.9"
             )
         return self
+
+
+class TrackingSection(Section):
+    """Where the training stages' curves go besides their own ``curves.json`` (always written):
+    the dashboards of Transformers' integrations, one run per training run, the resolved recipe as
+    its parameters. Changing it re-runs nothing: it is not part of any stage's fingerprint."""
+
+    report_to: list[str] = Field(
+        [], description="Dashboards to log to: tensorboard, mlflow, or any other Transformers integration by name (wandb, trackio, ...)."
+    )
+    tensorboard_dir: Optional[str] = Field(
+        None, description="Folder for TensorBoard event files, one subfolder per training run. Default: <run folder>/tensorboard."
+    )
+    mlflow_tracking_uri: Optional[str] = Field(
+        None, description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else a file store in <run folder>/mlruns."
+    )
+    experiment: Optional[str] = Field(None, description="MLflow experiment name. Default: the run name.")
+
+    @model_validator(mode="after")
+    def _names_once(self) -> "TrackingSection":
+        if len(set(self.report_to)) != len(self.report_to):
+            raise ValueError("report_to lists a dashboard twice; list each once")
+        if {"none", "all"} & set(self.report_to):
+            raise ValueError("report_to takes dashboard names (tensorboard, mlflow, ...); leave it empty for none")
+        return self

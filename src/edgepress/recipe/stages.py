@@ -41,6 +41,8 @@ def _resolve(entry: str) -> Callable:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
+        StageSpec("adapt", "edgepress.compress.training.adapt:run_stage", "masked-language-model training on unlabelled in-domain text",
+                  every_process=True, facts="edgepress.compress.training.adapt:adapt_facts"),
         StageSpec("finetune", "edgepress.compress.training.finetune:run_stage", "fine-tune the teacher with the Trainer", every_process=True),
         StageSpec("distill", "edgepress.compress.training.distill:run_stage", "distill the teacher into a smaller student", every_process=True,
                   facts="edgepress.compress.training.augment:distill_facts"),

@@ -1,4 +1,4 @@
-"""The training stages' sections: finetune, distill (its student, loss terms, augmentation and
+"""The training stages' sections: adapt, finetune, distill (its student, loss terms, augmentation and
 transfer text) and prune, over the options every Trainer-based stage shares."""
 
 from __future__ import annotations
@@ -140,9 +140,9 @@ class AugmentSection(Section):
     )
 
 
-class TransferSection(Section):
-    """Unlabelled text the teacher labels once into its cache, distilled on beside the training set
-    (XtremeDistil's transfer set). Evaluation texts and repeats are dropped."""
+class UnlabelledSource(Section):
+    """Where unlabelled text comes from: the same format for distillation's transfer text and for
+    adapt's masked-language-model corpus. Evaluation texts and repeats are always dropped."""
 
     source: Optional[str] = Field(
         None,
@@ -154,11 +154,36 @@ class TransferSection(Section):
     unused_train: bool = Field(
         False, description="Add the training rows that data.max_train_samples leaves out, without their labels."
     )
-    max_texts: int = Field(50_000, gt=0, description="At most this many transfer texts (a seeded sample of what is read).")
+    max_texts: int = Field(50_000, gt=0, description="At most this many texts (a seeded sample of what is read).")
 
     @property
     def on(self) -> bool:
         return bool(self.source) or self.unused_train
+
+
+class TransferSection(UnlabelledSource):
+    """Unlabelled text the teacher labels once into its cache, distilled on beside the training set
+    (XtremeDistil's transfer set). Evaluation texts and repeats are dropped."""
+
+
+class AdaptSection(TrainingSection, UnlabelledSource):
+    """Masked-language-model training of the base encoder on unlabelled in-domain text, before
+    finetune (domain- and task-adaptive pre-training). The training options are the MLM run's; the
+    checkpoint with the lowest held-out loss is kept (metric_for_best_model does not apply)."""
+
+    epochs: float = Field(1.0, gt=0, description="MLM epochs over the unlabelled texts (fractions allowed).")
+    batch_size: int = Field(32, gt=0, description="Training batch size per device.")
+    training_texts: bool = Field(
+        True, description="Also train on the training split's texts, without their labels (task-adaptive pre-training)."
+    )
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens (or words) masked in each text.")
+    whole_word_masking: bool = Field(
+        False, description="Mask every piece of a chosen word together, not single word pieces (needs a fast tokenizer)."
+    )
+    validation_fraction: float = Field(
+        0.05, gt=0, lt=1, description="Share of the unlabelled texts held out to measure perplexity (masked once, with the seed)."
+    )
+    max_validation_texts: int = Field(2_000, gt=0, description="At most this many held-out texts.")
 
 
 class DistillSection(TrainingSection):

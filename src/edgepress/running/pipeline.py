@@ -34,6 +34,7 @@ from edgepress.running.runs import (
     tree_hash,
     write_manifest,
 )
+from edgepress.running.scope import check_report_to, stage_scope
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def run_recipe(
 def _run_stages(
     recipe: Recipe, run: RunFolder, force: bool, place: Placement | None, after_stage, guard: "_Guard | None", origin: str
 ) -> list[StageOutcome]:
+    check_report_to(recipe.tracking.report_to)
     data = load_data(recipe.data, recipe.task)
     log.info("data %s: %s", describe_source(recipe.data), data.describe())
     source = resolve_source(recipe.model.name_or_path)
@@ -202,7 +204,8 @@ def _run_stage(
     with run.staging(context.out_dir, expected) as partial:
         distributed.barrier()  # 1: the partial folder is ready for the other processes
         # through JSON and back, so that a fresh manifest equals the one a later run reads from disk
-        metrics = json.loads(json.dumps(get_stage(name).load()(replace(context, out_dir=partial)), default=str))
+        with stage_scope(name, context.recipe):
+            metrics = json.loads(json.dumps(get_stage(name).load()(replace(context, out_dir=partial)), default=str))
         distributed.barrier()  # 2: every process has finished the stage
         drop_checkpoints(partial)
         outputs = file_hashes(partial)
@@ -230,7 +233,8 @@ def _follow_stage(context: StageContext, name: str, expected: str) -> dict[str, 
     spec = get_stage(name)
     distributed.barrier()  # 1
     if spec.every_process:
-        spec.load()(replace(context, out_dir=partial_dir(context.out_dir, expected)))
+        with stage_scope(name, context.recipe):
+            spec.load()(replace(context, out_dir=partial_dir(context.out_dir, expected)))
     distributed.barrier()  # 2
     distributed.barrier()  # 3
     manifest = read_manifest(context.out_dir)

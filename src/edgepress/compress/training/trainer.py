@@ -1,5 +1,5 @@
 """What every Trainer-based stage shares: arguments, checkpoints and resume, early stopping, a
-summary of the run.
+summary of the run (and, through monitor.py, its progress line, curves and dashboards).
 
 Checkpoints (weights as safetensors, optimizer, scheduler and RNG state) go inside the stage's
 partial folder, ``.checkpoints/<name>/``, every ``checkpoint_steps`` steps (and once an epoch). A
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepress import distributed
+from edgepress.compress.training.monitor import monitored, run_name
 from edgepress.errors import StageError
 from edgepress.recipe.training import TrainingSection
 from edgepress.running.runs import CHECKPOINTS
@@ -61,7 +62,8 @@ def training_arguments(cfg: TrainingSection, train_size: int, seed: int, work: P
         metric_for_best_model=cfg.metric_for_best_model,
         greater_is_better=True,
         logging_steps=cfg.logging_steps,
-        report_to="none",
+        report_to="none",  # the dashboards of tracking.report_to are added by monitor.monitored, named per run
+        run_name=run_name(work),
         bf16=cfg.precision == "bf16",
         fp16=cfg.precision == "fp16",
         seed=seed,
@@ -93,7 +95,8 @@ def train_resumable(trainer: "Trainer", work: Path) -> Any:
         log.info("resuming training from %s, left by an interrupted run", last.name)
         if distributed.on_cpu():
             _accept_indexed_cpu_locations()
-    return trainer.train(resume_from_checkpoint=str(last) if last else None)
+    with monitored(trainer, work):
+        return trainer.train(resume_from_checkpoint=str(last) if last else None)
 
 
 def _accept_indexed_cpu_locations() -> None:
@@ -135,13 +138,14 @@ def early_stopping(cfg: TrainingSection) -> list["TrainerCallback"]:
     return [EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)]
 
 
-def train_summary(trainer: "Trainer", result: Any, cfg: TrainingSection) -> dict[str, Any]:
+def train_summary(trainer: "Trainer", result: Any, cfg: TrainingSection, metric: str | None = None) -> dict[str, Any]:
+    """What the run did; ``metric``: the validation metric that picked the best checkpoint, when not the config's."""
     state = trainer.state
     return {
         "loss": round(result.training_loss, 6),
         "steps": state.global_step,
         "epochs": round(state.epoch or 0.0, 3),
-        f"best_validation_{cfg.metric_for_best_model}": state.best_metric,
+        f"best_validation_{metric or cfg.metric_for_best_model}": state.best_metric,
         "best_step": _checkpoint_step(state.best_model_checkpoint),
         "loss_curve": [[h["step"], round(h["loss"], 5)] for h in state.log_history if "loss" in h],  # [step, loss] per logging step
     }

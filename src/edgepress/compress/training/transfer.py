@@ -19,7 +19,7 @@ from edgepress.tasks.tagging import IGNORE
 
 if TYPE_CHECKING:
     from edgepress.data.load import SplitData
-    from edgepress.recipe.training import TransferSection
+    from edgepress.recipe.training import TransferSection, UnlabelledSource
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,15 @@ def add_transfer(
     """``rows`` plus the transfer texts ``cfg`` (the recipe's ``where``) names, and what was read, dropped and kept."""
     if not cfg.on:
         return rows, {}
+    kept, counts = gather_unlabelled(cfg, data, seed, where, already=pairs_of(rows))
+    return (_extend(rows, kept, data), counts) if kept else (rows, counts)
+
+
+def gather_unlabelled(
+    cfg: "UnlabelledSource", data: "SplitData", seed: int, where: str, already: list[Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The texts of ``cfg``'s source and of the training rows ``data.max_train_samples`` left out,
+    without evaluation texts, the texts in ``already`` and repeats, and what was read, dropped and kept."""
     if cfg.source and data.has_pairs:
         raise StageError(
             f"{where}.source holds single texts, and this data's examples are sentence pairs; "
@@ -47,22 +56,22 @@ def add_transfer(
         if not data.left_out:
             log.warning("%s.unused_train: data.max_train_samples leaves no training rows out; nothing added", where)
         else:
-            candidates += _pairs(data.left_out)
+            candidates += pairs_of(data.left_out)
             origins.append("training rows left out by data.max_train_samples")
     if not candidates:  # unused_train alone, with nothing left out: the recipe still runs, as the warning says
-        return rows, {"sources": [], "read": 0, "kept": 0}
-    exclude = [*_pairs(data.validation.to_dict()), *_pairs(data.test.to_dict()), *_pairs(rows)]
+        return [], {"sources": [], "read": 0, "kept": 0}
+    exclude = [*pairs_of(data.validation.to_dict()), *pairs_of(data.test.to_dict()), *already]
     kept, counts = select(candidates, exclude, cfg.max_texts, seed)
     log.info(
-        "transfer text: %d read from %s; %d kept (%d evaluation or training texts dropped, %d repeats, %d over the limit)",
-        counts["read"], " and ".join(origins), counts["kept"], counts["evaluation_or_train"], counts["repeated"], counts["over_limit"],
+        "%s: %d texts read from %s; %d kept (%d evaluation or training texts dropped, %d repeats, %d over the limit)",
+        where, counts["read"], " and ".join(origins), counts["kept"], counts["evaluation_or_train"], counts["repeated"], counts["over_limit"],
     )  # fmt: skip
     if not kept:
-        raise StageError(f"{where}: none of the {counts['read']} transfer texts is new (all are evaluation or training texts, or repeats)")
-    return _extend(rows, kept, data), {"sources": origins, **counts}
+        raise StageError(f"{where}: none of the {counts['read']} unlabelled texts is new (all are evaluation or training texts, or repeats)")
+    return kept, {"sources": origins, **counts}
 
 
-def _pairs(columns: dict[str, list]) -> list[Any]:
+def pairs_of(columns: dict[str, list]) -> list[Any]:
     """A split's texts, as ``select`` compares them: the text, or a (text, pair) tuple for sentence pairs."""
     if "text_pair" in columns:
         return list(zip(columns["text"], columns["text_pair"]))
