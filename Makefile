@@ -11,7 +11,7 @@ install: $(STAMP)
 # constraints.txt pins the exact set verified together in a fresh venv (torch's CPU build among them).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[builtin,test,openvino,browser,postgres]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[builtin,test,openvino,browser,postgres,tracking]'
 	touch $(STAMP)
 
 demo: install

@@ -320,15 +320,20 @@ def test_bench_stage_ends_a_recipe_with_its_reports(tmp_path, tiny_classifier, t
     from edgepress.running.pipeline import run_recipe
 
     recipe = validate_recipe({
-        "name": "b", "output_dir": str(tmp_path / "runs"), "stages": ["export", "bench"],
+        "name": "b", "output_dir": str(tmp_path / "runs"), "stages": ["finetune", "export", "bench"],
         "model": {"name_or_path": str(tiny_classifier)}, "data": {"source": str(tiny_csv)},
+        "finetune": {"max_seq_length": 24, "epochs": 1, "logging_steps": 5},
         "export": {"max_seq_length": 24, "mobile": False},
-        "bench": {"examples": 8, "rounds": 2, "threads": [1], "batch_sizes": [4], "max_seq_length": 24},
+        "bench": {"examples": 8, "rounds": 2, "threads": [1], "batch_sizes": [4], "max_seq_length": 24, "torch": False},
     })  # fmt: skip
-    export, bench = run_recipe(recipe)
-    assert bench.manifest["metrics"]["artifacts"] == 2  # model.onnx and model_optimized.onnx of 01-export
+    finetune, export, bench = run_recipe(recipe)
+    assert bench.manifest["metrics"]["artifacts"] == 2  # model.onnx and model_optimized.onnx of 02-export
     assert {"bench.json", "report.md", "report.html", "pareto.png"} <= {p.name for p in bench.folder.iterdir()}
     assert set(bench.manifest["outputs"]) >= {"bench.json", "report.md"}
+    page = (bench.folder / "report.html").read_text()
+    # the fine-tuning's curves, inlined; the recommended artifact named and its row marked
+    assert "<h2>Training</h2><h3>01-finetune</h3>" in page and 'alt="training curves of 01-finetune" src="data:image/png;base64,' in page
+    assert "Recommended on this target (cpu): #" in page and page.count("<tr class='recommended'>") == 1
 
 
 def test_stage_folders_of_an_earlier_recipe_are_not_measured(tmp_path):
@@ -425,3 +430,29 @@ def test_fastest_is_the_quickest_row_within_the_tolerance_of_the_fp32_graph():
     assert chosen["by_threads"] == {"1": {"batch 1": "int8 close"}, "2": {"batch 1": "int8 close"}}
     assert fastest(rows, 0.1)["by_threads"]["1"]["batch 1"] == "int8 far"
     assert fastest([{**r, "test": {}} for r in rows], 0.01)["by_threads"] == {}
+
+
+def _crowded_document() -> dict:
+    """Seven artifacts, five of them within 3-8 ms and 0.3 points: the demo's crowded corner."""
+    points = [(31.0, 0.985, 90e6), (12.0, 0.985, 40e6), (7.9, 0.984, 40e6), (7.6, 0.984, 38e6), (3.4, 0.983, 11e6),
+              (3.1, 0.982, 11e6), (3.0, 0.982, 10e6)]  # fmt: skip
+    artifacts = [
+        {"name": f"0{i}-stage/model_{i}.onnx", "test": {"accuracy": acc}, "bytes": size,
+         "latency": {"2": {"batch 1": {"p50_ms": ms}}}} for i, (ms, acc, size) in enumerate(points, start=1)
+    ]  # fmt: skip
+    return {"settings": {"threads": [2]}, "environment": {"target": "cpu"}, "artifacts": artifacts,
+            "fastest": {"reference": artifacts[0]["name"], "tolerance": 0.01, "by_threads": {"2": {"batch 1": artifacts[6]["name"]}}}}  # fmt: skip
+
+
+def test_pareto_plot_numbers_its_markers_without_overlap_and_rings_the_recommended():
+    from edgepress.bench.plots import pareto_figure
+
+    figure = pareto_figure(_crowded_document())
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    labels = [t for t in axes.texts]
+    assert sorted(t.get_text() for t in labels) == [str(i) for i in range(1, 8)]  # numbers: the rows of the table
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    overlapping = [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
+    assert "recommended: 7" in [t.get_text() for t in axes.get_legend().get_texts()]

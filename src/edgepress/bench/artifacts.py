@@ -99,6 +99,13 @@ def _openvino_artifacts(folder: Path, metrics: dict[str, Any]) -> list[Artifact]
     return [a for a in found if a.path.is_file()]
 
 
+def training_curves(run: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(stage folder name, its training runs' curves) for each stage of the run that trained."""
+    from edgepress.compress.training.monitor import read_curves
+
+    return [(folder.name, runs) for folder in _stage_folders(run) if (runs := read_curves(folder))]
+
+
 def _stage_folders(run: Path) -> list[Path]:
     import yaml
 

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgepress.bench.plots import write_html, write_pareto
+from edgepress.bench.plots import recommended, row_numbers, write_html, write_pareto
 from edgepress.bench.runner import cpu_description
 from edgepress.running.runs import environment
 
@@ -126,14 +126,14 @@ def table(document: dict[str, Any]) -> list[list[str]]:
     threads = [str(t) for t in settings["threads"]]
     big = settings["cases"][-1] if len(settings["cases"]) > 1 else None
     tagging = any("f1" in row["test"] for row in document["artifacts"])  # token classification: entity F1
-    head = ["artifact", "test F1 (entity)" if tagging else "test acc", "MB", "params"]
+    head = ["#", "artifact", "test F1 (entity)" if tagging else "test acc", "MB", "params"]
     head += [f"p50 b1 {t}T ms" for t in threads] + [f"p99 b1 {threads[0]}T ms"]
     head += [f"{big} seq/s {threads[-1]}T"] if big else []
     head += [f"speed-up b1 {threads[-1]}T", "size"]
     rows = [head]
-    for row in document["artifacts"]:
+    for number, row in enumerate(document["artifacts"], start=1):
         accuracy = row["test"].get("f1" if tagging else "accuracy")
-        cells = [row["name"], "-" if accuracy is None else f"{100 * accuracy:.2f}%", f"{row['bytes'] / 1e6:.1f}", f"{row['parameters'] / 1e6:.2f}M"]
+        cells = [str(number), row["name"], "-" if accuracy is None else f"{100 * accuracy:.2f}%", f"{row['bytes'] / 1e6:.1f}", f"{row['parameters'] / 1e6:.2f}M"]
         cells += [_cell(row, t, "batch 1", "p50_ms") for t in threads] + [_cell(row, threads[0], "batch 1", "p99_ms")]
         cells += [_cell(row, threads[-1], big, "sequences_per_s", fmt="{:.1f}")] if big else []
         speedup = row["speedup"].get(threads[-1], {}).get("batch 1")
@@ -184,21 +184,40 @@ def agreement_lines(document: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def recommendation(document: dict[str, Any]) -> str:
+    """One sentence: which artifact the report recommends on this target, and why."""
+    name = recommended(document)
+    if name is None:
+        return ""
+    chosen = document["fastest"]
+    most = max(chosen["by_threads"], key=int)
+    return (
+        f"Recommended on this target ({document['environment']['target']}): #{row_numbers(document)[name]} {name}, the fastest at batch 1 "
+        f"on {most} thread{'s' if most != '1' else ''} among the artifacts whose test score is within {100 * chosen['tolerance']:g}% "
+        f"(relative) of {chosen['reference']}'s."
+    )
+
+
 def _fastest_lines(document: dict[str, Any]) -> list[str]:
     chosen = document.get("fastest") or {}
     if not chosen.get("by_threads"):
         return []
-    lines = ["", f"Fastest on this target, among artifacts whose test score is within {100 * chosen['tolerance']:g}% (relative) "
+    lines = ["", f"**{recommendation(document)}**", "", f"Fastest on this target, among artifacts whose test score is within {100 * chosen['tolerance']:g}% (relative) "
              f"of {chosen['reference']}'s:", ""]  # fmt: skip
     for threads, cases in chosen["by_threads"].items():
         lines += [f"- {threads} thread{'s' if threads != '1' else ''}, {case}: {name}" for case, name in cases.items()]
     return lines
 
 
-def write_reports(document: dict[str, Any], folder: Path) -> None:
+def write_reports(document: dict[str, Any], folder: Path, curves: list[tuple[str, dict[str, Any]]] = ()) -> None:
+    """bench.json, report.md, pareto.png and report.html; ``curves``: the run's training curves
+    (stage folder name, its curves.json runs), plotted in the HTML report."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(markdown(document), encoding="utf-8")
     plot = folder / "pareto.png"
     notes = [AGREEMENT, *agreement_lines(document)] if agreement_lines(document) else []
-    write_html(document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html", emulated_note(document), notes)
+    write_html(
+        document, table(document), plot if write_pareto(document, plot) else None, folder / "report.html", emulated_note(document), notes,
+        recommendation(document), curves,
+    )  # fmt: skip

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepress.bench.artifacts import Artifact, run_artifacts
+from edgepress.bench.artifacts import Artifact, run_artifacts, training_curves
 from edgepress.bench.measure import case_names, measure_all, thread_counts
 from edgepress.bench.report import bench_document, write_reports
 
@@ -20,12 +20,16 @@ log = logging.getLogger(__name__)
 
 def run_stage(ctx: "StageContext") -> dict[str, Any]:
     cfg = ctx.recipe.bench
-    document = benchmark(run_artifacts(ctx.out_dir.parent, cfg.torch), ctx.data, cfg, ctx.out_dir)
+    run = ctx.out_dir.parent
+    document = benchmark(run_artifacts(run, cfg.torch), ctx.data, cfg, ctx.out_dir, training_curves(run))
     return {"artifacts": len(document["artifacts"]), "accuracy_note": "every artifact's accuracy and latency in report.md"}
 
 
-def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection", folder: Path) -> dict[str, Any]:
-    """Measure ``artifacts`` on the first ``cfg.examples`` test texts; write bench.json and report.md."""
+def benchmark(
+    artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection", folder: Path, curves: list[tuple[str, dict[str, Any]]] = ()
+) -> dict[str, Any]:
+    """Measure ``artifacts`` on the first ``cfg.examples`` test texts; write bench.json and the reports
+    (``curves``: the run's training curves, for report.html)."""
     if cfg.target == "arm64-emulated":
         from edgepress.bench.targets import EMULATED_SETTINGS
 
@@ -55,7 +59,7 @@ def benchmark(artifacts: list[Artifact], data: "SplitData", cfg: "BenchSection",
     else:
         measured, device = measure_all(artifacts, rows, cfg), None
     document = bench_document(measured, settings, len(rows["text"]), device)
-    write_reports(document, folder)
+    write_reports(document, folder, curves)
     return document
 
 

@@ -35,7 +35,7 @@ def bench(
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Measure latency, throughput, memory, size and accuracy of a run's artifacts and/or named models."""
-    from edgepress.bench.artifacts import check_unique_names, named_models, run_artifacts
+    from edgepress.bench.artifacts import check_unique_names, named_models, run_artifacts, training_curves
     from edgepress.bench.stage import benchmark
     from edgepress.data.load import load_data
     from edgepress.errors import RecipeError
@@ -54,7 +54,7 @@ def bench(
     recipe = load_recipe(None, overrides, given(flags))
     artifacts = (run_artifacts(run, recipe.bench.torch) if run else []) + named_models(model or [])
     check_unique_names(artifacts)
-    document = benchmark(artifacts, load_data(recipe.data, recipe.task), recipe.bench, output)
+    document = benchmark(artifacts, load_data(recipe.data, recipe.task), recipe.bench, output, training_curves(run) if run else [])
     typer.echo((output / "report.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {_files(output)} ({_count(len(document['artifacts']), 'artifact')})")
 
