@@ -206,3 +206,32 @@ def test_the_documented_search_example_is_a_valid_space_for_the_default_recipe()
     recipe = validate_recipe(raw)
     assert recipe.search.limits() == (("latency_ms", 5.0),)
     assert set(parse_space(recipe.search.space, raw).params) == {"distill.student.num_layers", "prune.heads", "prune.vocabulary.trim"}
+
+
+def test_the_teacher_alone_is_tuned_with_a_finetune_only_recipe(tmp_path, tiny_bert, tiny_csv):
+    """Issue 34: `stages: [finetune]`: learning rate, batch size and epochs searched, the best by
+    validation accuracy; latency, which needs a graph, is refused up front."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgepress.cli.app import app
+
+    raw = {
+        "name": "teacher", "output_dir": str(tmp_path / "runs"), "stages": ["finetune"],
+        "model": {"name_or_path": str(tiny_bert)}, "data": {"source": str(tiny_csv)},
+        "finetune": {"max_seq_length": 24, "epochs": 4, "batch_size": 16, "logging_steps": 50},
+        "search": {"space": {"finetune.learning_rate": [1e-6, 2e-3], "finetune.batch_size": [16]}, "objectives": ["accuracy"],
+                   "sampler": "grid", "trials": 2},
+    }  # fmt: skip
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(raw))
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["search", str(tmp_path / "teacher.yaml")])
+    assert result.exit_code == 0, result.output
+    best = yaml.safe_load((tmp_path / "runs" / "teacher" / "best.yaml").read_text())
+    assert best["stages"] == ["finetune"] and best["finetune"]["learning_rate"] == 2e-3  # 1e-6 leaves the tiny model at chance
+    folders = sorted((tmp_path / "runs" / "teacher" / "stages").glob("finetune-*"))
+    assert len(folders) == 2 and all((f / "curves.json").is_file() for f in folders)
+    assert "[I " not in result.output  # Optuna's own log lines stay out: edgepress prints one line per trial
+    timed = runner.invoke(app, ["search", str(tmp_path / "teacher.yaml"), "--set", "search.objectives=[accuracy, latency_ms]",
+                                "--set", f"search.reference={tmp_path / 'any.onnx'}"])  # fmt: skip
+    assert timed.exit_code == 2 and "these stages end with finetune; add export (and quantize) to stages" in timed.output

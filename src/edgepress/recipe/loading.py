@@ -70,6 +70,15 @@ class Recipe(Section):
         return raw
 
     @model_validator(mode="after")
+    def _timed_search_ends_with_a_graph(self) -> "Recipe":
+        if self.search.space and self.search.timed and self.stages[-1] not in ("export", "quantize"):
+            raise ValueError(
+                f"search: latency is timed on the ONNX or OpenVINO file a trial ends with, and these stages end with {self.stages[-1]}; "
+                "add export (and quantize) to stages, or search without latency_ms, max_latency_ms and max_latency_ratio"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _adapt_has_text(self) -> "Recipe":
         if "adapt" in self.stages and not (self.adapt.on or self.adapt.training_texts):
             raise ValueError("adapt has no text: set adapt.source (unlabelled in-domain text), adapt.unused_train, or adapt.training_texts: true")

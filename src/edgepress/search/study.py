@@ -112,6 +112,8 @@ def run_study(
     from edgepress.running.pipeline import run_recipe
 
     store = Path(base.get("output_dir", "runs")) / base.get("name", "search") / "stages"
+    if not logging.getLogger("edgepress").isEnabledFor(logging.DEBUG):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgepress prints each trial's line itself
     directions = [DIRECTIONS[o] for o in plan.objectives]
     sampler = sampler or optuna.samplers.TPESampler(seed=0)  # samplers read the constraints each trial sets
     study = optuna.create_study(study_name=base.get("name", "search"), storage=storage, directions=directions, sampler=sampler, load_if_exists=True)
