@@ -57,7 +57,7 @@ def recipe(args: argparse.Namespace, seed: int, adapted: bool) -> dict:
         "unused_train": True, "training_texts": True, "max_texts": args.adapt_texts, "epochs": 1, "batch_size": 32,
         "learning_rate": 1e-4, "max_seq_length": 64, "whole_word_masking": True, "checkpoint_steps": 500,
     }  # fmt: skip
-    raw["bench"] = {"examples": 128, "rounds": 2, "threads": [1], "batch_sizes": [1], "max_seq_length": 64, "torch": False}
+    raw["bench"] = {"examples": 128, "rounds": 2, "threads": [1], "batch_sizes": [], "max_seq_length": 64, "torch": False}
     raw["tracking"] = {"report_to": ["tensorboard"]}
     return raw
 
