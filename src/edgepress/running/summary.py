@@ -33,6 +33,10 @@ def print_summary(outcomes: list["StageOutcome"], console: Console | None = None
             str(outcome.folder),
         )
     console.print(table)
+    for outcome in outcomes:
+        if "perplexity" in (metrics := outcome.manifest.get("metrics", {})):  # adapt: masked-LM, no accuracy
+            head = ", a new masked-LM head" if metrics.get("new_mlm_head") else ""
+            console.print(f"{outcome.stage}: held-out perplexity {metrics['perplexity_before']:.2f} -> {metrics['perplexity']:.2f}{head} ({outcome.folder})")
     last = outcomes[-1]
     metrics = last.manifest.get("metrics", {})
     report = last.folder / "report.md"
