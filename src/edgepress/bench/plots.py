@@ -76,7 +76,7 @@ def pareto_figure(document: dict[str, Any]) -> "Figure | None":
     emulated = " - EMULATED arm64 latencies" if document["environment"].get("emulated") else ""
     axes.set_title(f"accuracy against latency (numbers: rows of the table; marker area: file size){emulated}", fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="best", fontsize=8)  # where it covers the fewest markers
     axes.margins(0.12)
     figure.tight_layout()
     place_labels(axes, [str(numbers[a["name"]]) for a in rows], points)

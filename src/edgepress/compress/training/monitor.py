@@ -178,7 +178,9 @@ def read_curves(stage_dir: Path) -> dict[str, Any]:
 
 
 def _dashboards(scope: StageScope | None, work: Path) -> list["TrainerCallback"]:
-    if scope is None or not scope.recipe.tracking.report_to:
+    from edgepress import distributed
+
+    if scope is None or not scope.recipe.tracking.report_to or not distributed.is_main():  # one process reports
         return []
     from transformers.integrations import get_reporting_integration_callbacks
 
