@@ -136,3 +136,7 @@ def test_run_folders_are_paired_by_artifact_and_bad_modes_are_one_line(models, t
     assert "02-export/model.onnx" in paired.output and "02-export/model_optimized.onnx" in paired.output
     few = runner.invoke(app, ["gate", "--base-model", str(model), "--model", str(model), "--data", str(data), *AB, "--threads", "1", "--rounds", "3"])
     assert few.exit_code == 1 and "cannot tell a slow-down from noise" in few.output
+    # --allow-missing lets a check that could not be compared go, never a gate that compared no latency at all
+    allowed = runner.invoke(app, ["gate", "--base-model", str(model), "--model", str(model), "--data", str(data), *AB, "--threads", "1",
+                                  "--rounds", "3", "--allow-missing"])  # fmt: skip
+    assert allowed.exit_code == 1 and "no latency check could be compared" in allowed.output, allowed.output

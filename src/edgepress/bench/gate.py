@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 from edgepress.bench.report import SCHEMA
@@ -162,10 +162,15 @@ def compare(baseline: dict, current: dict, limits: Limits, reference: Optional[s
             checks += [_latency_check(context, entry, cur[name], threads, case, limits) for threads, case in _cases(entry)]
         checks += accuracy_check(name, entry, cur[name], limits.accuracy_points)
     mark_allowed(checks, limits)
-    if not any(c.what.startswith("latency") and c.status != NOT_COMPARABLE for c in checks):
-        # --allow-missing lets some cases go, never all of them: such a gate would compare nothing
-        checks.append(Check("(all)", "latency", status=NOT_COMPARABLE, note=_nothing_compared(base, cur, common)))
+    require_latency(checks, lambda: _nothing_compared(base, cur, common))
     return GateResult(checks, reference, _notes(baseline, current, reference))
+
+
+def require_latency(checks: list[Check], why: Callable[[], str]) -> None:
+    """--allow-missing lets some cases go, never all of them: a gate that compared no latency would
+    pass having measured nothing. ``why`` says what to do, for that case."""
+    if not any(c.what.startswith("latency") and c.status != NOT_COMPARABLE for c in checks):
+        checks.append(Check("(all)", "latency", status=NOT_COMPARABLE, note=why()))
 
 
 def mark_allowed(checks: list[Check], limits: Limits) -> None:

@@ -76,7 +76,7 @@ def gate(
 
 def _ab(base_model: Path, model: Path, flags: dict, overrides: Optional[list[str]], limits: "Limits", confirm: int, torch_models: bool):
     from edgepress.bench import ab
-    from edgepress.bench.gate import GateResult, mark_allowed
+    from edgepress.bench.gate import GateResult, mark_allowed, require_latency
     from edgepress.bench.measure import case_names, thread_counts
     from edgepress.bench.runner import environment
     from edgepress.data.load import load_data
@@ -98,6 +98,7 @@ def _ab(base_model: Path, model: Path, flags: dict, overrides: Optional[list[str
     checks = missing + ab.accuracy_checks(pairs, data, cfg.max_seq_length, limits.accuracy_points)
     checks += ab.compare_models(pairs, threads, cases, limits, confirm, ab.PairedTimer(rows, cfg))
     mark_allowed(checks, limits)
+    require_latency(checks, lambda: "no latency check could be compared (see the checks above); time at least 5 rounds")
     settings = {"threads": threads, "cases": cases, "rounds": cfg.rounds, "examples": len(rows["text"]),
                 "max_seq_length": cfg.max_seq_length, "order": ab.ORDER, "confirm": confirm}  # fmt: skip
     document = {"mode": "ab", "base": str(base_model), "change": str(model), "settings": settings, "environment": environment()}
