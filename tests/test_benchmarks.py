@@ -247,3 +247,36 @@ def test_browser_benchmark_puts_the_browser_beside_the_cpu(tmp_path, browser_tar
         assert (row["cpu_p50_ms"] is None) == (row["runtime"] == "transformers.js")
     assert set(result["fastest_in_browser"]) == {"1", "2"} and result["environment"]["browser"]["cross_origin_isolated"] is True
     assert "fastest in the browser at 1 thread(s)" in done.stdout and "| teacher fp32 | onnxruntime-web |" in done.stdout
+
+
+@pytest.mark.slow
+def test_low_label_benchmark_runs_with_and_without_adapt_and_its_report_renders(tmp_path, tiny_bert):
+    """benchmarks/sst2/low_label.py on a tiny SST-2-shaped folder: both runs, the adapt run's
+    perplexity and wall time, and its report (with the training curves) rendered in Chromium."""
+    from conftest import require_system_tool, synthetic_rows, write_rows
+
+    from edgepress.web.target import find_chromium
+
+    data = tmp_path / "sst2"
+    for name, count, seed in (("train", 400, 0), ("dev", 60, 1), ("test", 40, 2)):
+        write_rows(data / f"{name}.tsv", [{"sentence": r["text"], "label": r["label"]} for r in synthetic_rows(count, seed)])
+    short = ["finetune.learning_rate=2e-3", "distill.learning_rate=2e-3", "prune.learning_rate=2e-3", "adapt.learning_rate=2e-3",
+             "distill.epochs=1", "distill.student.num_layers=1", "prune.steps=1", "prune.importance.samples=64", "quantize.tolerance=0.5", "bench.examples=16"]  # fmt: skip
+    out = tmp_path / "low.json"
+    args = [str(data), "--labelled", "100", "--model", str(tiny_bert), "--output-dir", str(tmp_path / "runs"), "--json", str(out),
+            *sum((["--set", s] for s in short), [])]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sst2" / "low_label.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain, adapted = json.loads(out.read_text())["rows"]
+    assert (plain["adapt"], adapted["adapt"]) == (False, True) and "adapt" not in plain["stage_wall_s"]
+    assert adapted["adapt_texts"]["training_texts"] == 100 and 290 <= adapted["adapt_texts"]["kept"] <= 300  # the other phrases, unlabelled
+    assert adapted["adapt_perplexity"][1] < adapted["adapt_perplexity"][0]
+    assert "int8 student test" in done.stdout
+    report = Path(adapted["report"])
+    assert "<h3>01-adapt</h3>" in report.read_text() and "<h3>02-finetune</h3>" in report.read_text()
+    require_system_tool(find_chromium() is not None, "Chromium", "chromium")
+    shot = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report_screenshot.py"), str(report), "--output", str(tmp_path / "r.png")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert shot.returncode == 0, shot.stdout + shot.stderr
+    assert "image 'training curves of 01-adapt': rendered" in shot.stdout and "0 others" in shot.stdout
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

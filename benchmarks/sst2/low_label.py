@@ -31,6 +31,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 from common import edgepress, stage_folders, write_result  # noqa: E402
 
+from edgepress.recipe.loading import apply_override  # noqa: E402
+
 STAGES = ["finetune", "distill", "prune", "export", "quantize"]
 
 
@@ -62,6 +64,10 @@ def recipe(args: argparse.Namespace, seed: int, adapted: bool) -> dict:
     }  # fmt: skip
     raw["bench"] = {"examples": 128, "rounds": 2, "threads": [1], "batch_sizes": [], "max_seq_length": 64, "torch": False}
     raw["tracking"] = {"report_to": ["tensorboard"]}
+    if args.model:
+        raw["model"]["name_or_path"] = args.model
+    for item in args.set:
+        apply_override(raw, item)
     return raw
 
 
@@ -108,6 +114,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--labelled", type=int, default=1000, help="labelled training phrases")
     parser.add_argument("--adapt-texts", type=int, default=60_000, help="at most this many unlabelled phrases for adapt")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--model", help="another base model than the default recipe's builtin:minilm-l6")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe override for both runs")
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "sst2_low_label.json")
     args = parser.parse_args()

@@ -110,7 +110,7 @@ def _progress_class() -> type:
             metric = f"eval_{args.metric_for_best_model}".replace("eval_eval_", "eval_")
             if metric in logs:
                 self.shown["metric"] = f"validation {metric.removeprefix('eval_')} {logs[metric]:.4g}"
-            self.bar.set_postfix_str(", ".join(self.shown.values()), refresh=True)
+            self.bar.set_postfix_str(", ".join(self.shown[k] for k in ("loss", "metric") if k in self.shown), refresh=True)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:
