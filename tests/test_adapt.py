@@ -115,3 +115,23 @@ def test_adapt_on_tagged_sentences_then_token_finetune(tmp_path, tiny_ner_bert):
     assert adapt.manifest["metrics"]["texts"]["training_texts"] == 120
     assert adapt.manifest["metrics"]["perplexity"] < adapt.manifest["metrics"]["perplexity_before"]
     assert "f1" in finetune.manifest["metrics"]["test"]
+
+
+def test_adapt_command_then_finetune_from_its_folder(tmp_path, tiny_bert, tiny_csv):
+    from typer.testing import CliRunner
+
+    from edgepress.cli.app import app
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    domain = tmp_path / "domain.txt"
+    domain.write_text("\n".join(r["text"] for r in synthetic_rows(300, seed=11)) + "\n")
+    common = ["--data", str(tiny_csv), "--max-seq-length", "24", "--epochs", "1", "--learning-rate", "2e-3", "--output-dir", str(tmp_path / "runs")]
+    adapted = runner.invoke(app, ["adapt", "--model", str(tiny_bert), "--text", str(domain), "--whole-word-masking", *common])
+    assert adapted.exit_code == 0, adapted.output
+    folder = tmp_path / "runs" / "adapt" / "01-adapt"
+    manifest = json.loads((folder / "edgepress.json").read_text())
+    assert manifest["config"]["adapt"]["whole_word_masking"] is True and manifest["config"]["adapt"]["source"] == str(domain)
+    assert "adapt: held-out perplexity" in adapted.output
+    tuned = runner.invoke(app, ["finetune", "--model", str(folder), *common])
+    assert tuned.exit_code == 0, tuned.output
+    assert json.loads((tmp_path / "runs" / "finetune" / "01-finetune" / "edgepress.json").read_text())["input_model"] == str(folder)

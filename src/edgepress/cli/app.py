@@ -19,7 +19,8 @@ from edgepress.cli.bench import bench, targets_setup
 from edgepress.cli.gate import gate
 from edgepress.cli.common import STATE, ForceOption, SetOption, execute, origin_of, reported
 from edgepress.cli.search import app as search_app
-from edgepress.cli.stages import distill, export, finetune, prune, quantize
+from edgepress.cli.deploy import export, quantize
+from edgepress.cli.stages import adapt, distill, finetune, prune
 
 app = typer.Typer(
     help="Compress Transformer text classifiers: fine-tune, distill, prune, quantize, export to ONNX, benchmark.",
@@ -32,6 +33,7 @@ app.add_typer(recipe_app, name="recipe")
 targets_app = typer.Typer(help="Set up benchmark targets.", no_args_is_help=True)
 app.add_typer(targets_app, name="targets")
 targets_app.command("setup")(targets_setup)
+app.command()(adapt)
 app.command()(finetune)
 app.command()(distill)
 app.command()(prune)
