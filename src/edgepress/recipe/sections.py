@@ -105,7 +105,7 @@ class TrackingSection(Section):
         None, description="Folder for TensorBoard event files, one subfolder per training run. Default: <run folder>/tensorboard."
     )
     mlflow_tracking_uri: Optional[str] = Field(
-        None, description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else a file store in <run folder>/mlruns."
+        None, description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else a SQLite store, <run folder>/mlflow.db."
     )
     experiment: Optional[str] = Field(None, description="MLflow experiment name. Default: the run name.")
 

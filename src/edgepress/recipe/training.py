@@ -169,10 +169,11 @@ class TransferSection(UnlabelledSource):
 class AdaptSection(TrainingSection, UnlabelledSource):
     """Masked-language-model training of the base encoder on unlabelled in-domain text, before
     finetune (domain- and task-adaptive pre-training). The training options are the MLM run's; the
-    checkpoint with the lowest held-out loss is kept (metric_for_best_model does not apply)."""
+    checkpoint with the lowest held-out loss is kept."""
 
     epochs: float = Field(1.0, gt=0, description="MLM epochs over the unlabelled texts (fractions allowed).")
     batch_size: int = Field(32, gt=0, description="Training batch size per device.")
+    metric_for_best_model: Literal["loss"] = Field("loss", description="adapt keeps the checkpoint with the lowest held-out masked-LM loss.")
     training_texts: bool = Field(
         True, description="Also train on the training split's texts, without their labels (task-adaptive pre-training)."
     )

@@ -51,7 +51,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     trainer = Trainer(
         model=model,
         # the offsets whole-word masking reads are not arguments of the model: keep the columns
-        args=training_arguments(cfg, len(train), seed, work, metric_for_best_model="loss", greater_is_better=False, remove_unused_columns=False),
+        args=training_arguments(cfg, len(train), seed, work, greater_is_better=False, remove_unused_columns=False),
         train_dataset=train,
         eval_dataset=validation,
         processing_class=tokenizer,
@@ -60,7 +60,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     )
     quiet(trainer)
     before = trainer.evaluate()["eval_loss"]
-    summary = train_summary(trainer, train_resumable(trainer, work), cfg, metric="loss")
+    summary = train_summary(trainer, train_resumable(trainer, work), cfg)
     after = trainer.evaluate()["eval_loss"]
     save_artifact(model, tokenizer, ctx.out_dir)
     log.info("adapt: held-out perplexity %.2f -> %.2f over %d texts", math.exp(before), math.exp(after), len(held_out))

@@ -138,14 +138,13 @@ def early_stopping(cfg: TrainingSection) -> list["TrainerCallback"]:
     return [EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)]
 
 
-def train_summary(trainer: "Trainer", result: Any, cfg: TrainingSection, metric: str | None = None) -> dict[str, Any]:
-    """What the run did; ``metric``: the validation metric that picked the best checkpoint, when not the config's."""
+def train_summary(trainer: "Trainer", result: Any, cfg: TrainingSection) -> dict[str, Any]:
     state = trainer.state
     return {
         "loss": round(result.training_loss, 6),
         "steps": state.global_step,
         "epochs": round(state.epoch or 0.0, 3),
-        f"best_validation_{metric or cfg.metric_for_best_model}": state.best_metric,
+        f"best_validation_{cfg.metric_for_best_model}": state.best_metric,
         "best_step": _checkpoint_step(state.best_model_checkpoint),
         "loss_curve": [[h["step"], round(h["loss"], 5)] for h in state.log_history if "loss" in h],  # [step, loss] per logging step
     }
