@@ -82,13 +82,16 @@ def _setup_logging(debug: bool) -> None:
 
 # Libraries that log routine steps as warnings: torchao (which the Trainer imports when installed, and
 # neural-compressor-pt installs it) about CUDA kernels a CPU machine lacks and pytree registrations;
-# torch.export's note that INC's file name does not end in .pt2. (INC's own logger sets its level when
+# torch.export's note that INC's file name does not end in .pt2; torch.onnx's notes on torchvision ops. (INC's own logger sets its level when
 # imported, later: quantization.inc.quiet handles it.)
 QUIET_LIBRARIES = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow sets its logger's level when imported: its database set-up notes
 }  # fmt: skip
-NOISY_LOGGERS = {"torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "torch.export.pt2_archive._package": logging.ERROR}
+NOISY_LOGGERS = {
+    "torchao": logging.ERROR, "torch.utils._pytree": logging.ERROR, "torch.export.pt2_archive._package": logging.ERROR,
+    "torch.onnx._internal.exporter._registration": logging.ERROR,  # a warning per torchvision op when torchvision is absent
+}  # fmt: skip
 
 
 @app.command()
