@@ -155,6 +155,7 @@ def _transfer_cases(w: World, run: Callable) -> dict[str, Callable[[], Case]]:
         "adapt-source-missing": lambda: run(w.recipe("a2", {**w.finetune("a2"), "stages": ["adapt", "finetune"],
                                                            "adapt": {"source": str(w.root / "no-such-domain.txt")}})),  # fmt: skip
         "tracking-unknown": lambda: run(w.recipe("a3", {**w.finetune("a3"), "tracking": {"report_to": ["tensorbord"]}})),
+        "tracking-not-installed": lambda: run(w.recipe("a4", {**w.finetune("a4"), "tracking": {"report_to": ["wandb"]}})),
     }
 
 
