@@ -135,3 +135,29 @@ def test_adapt_command_then_finetune_from_its_folder(tmp_path, tiny_bert, tiny_c
     tuned = runner.invoke(app, ["finetune", "--model", str(folder), *common])
     assert tuned.exit_code == 0, tuned.output
     assert json.loads((tmp_path / "runs" / "finetune" / "01-finetune" / "edgepress.json").read_text())["input_model"] == str(folder)
+
+
+def test_training_loss_projects_only_the_masked_tokens_and_equals_the_models_own(tmp_path):
+    import torch
+    from transformers import AutoModelForMaskedLM, TrainingArguments
+
+    from edgepress.compress.training.adapt import _Collator, encode, masked_lm_trainer, mlm_collator
+    from edgepress.recipe.training import AdaptSection
+
+    folder = build_tiny_bert(tmp_path / "encoder")
+    model = AutoModelForMaskedLM.from_pretrained(folder)
+    tokenizer = _tokenizer(tmp_path)
+    rows = encode([r["text"] for r in synthetic_rows(16, seed=4)], tokenizer, 24, words=False)
+    batch = _Collator(mlm_collator(tokenizer, AdaptSection(), seed=0))([rows[i] for i in range(16)])
+    masked = int((batch["labels"] != -100).sum())
+    trainer = masked_lm_trainer()(model=model, args=TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True))
+    seen = []
+    model.cls.register_forward_hook(lambda module, args, output: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        fast = trainer.compute_loss(model, dict(batch))
+        by_count = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(masked * 2))  # half a 2-batch accumulation
+        full = model(**batch).loss
+    assert seen[:2] == [masked, masked] and 0 < masked < batch["input_ids"].numel()  # the head saw the masked rows only
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    if trainer.model_accepts_loss_kwargs:
+        torch.testing.assert_close(by_count, full * masked / (masked * 2), rtol=1e-5, atol=1e-6)

@@ -280,3 +280,14 @@ def test_low_label_benchmark_runs_with_and_without_adapt_and_its_report_renders(
     assert shot.returncode == 0, shot.stdout + shot.stderr
     assert "image 'training curves of 01-adapt': rendered" in shot.stdout and "0 others" in shot.stdout
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_adapt_speed_benchmark_times_both_losses_interleaved(tmp_path, tiny_bert, tiny_csv):
+    out = tmp_path / "speed.json"
+    args = [str(tiny_csv), "--model", str(tiny_bert), "--batch", "8", "--steps", "2", "--rounds", "2", "--max-seq-length", "24", "--json", str(out)]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "adapt_speed.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["median_step_s"]) == {"full vocabulary at every position", "masked positions only"}
+    assert result["loss_difference"] < 1e-4 and result["speedup"] > 0
+    assert "masked-only steps are" in done.stdout

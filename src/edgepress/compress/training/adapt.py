@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def run_stage(ctx: "StageContext") -> dict[str, Any]:
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     cfg, seed = ctx.recipe.adapt, ctx.recipe.seed
     set_seed(seed)
@@ -48,7 +48,7 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     train = encode(train_texts, tokenizer, cfg.max_seq_length, ctx.data.tokens)
     validation = mask_once(encode(held_out, tokenizer, cfg.max_seq_length, ctx.data.tokens), masker)
     work = checkpoint_dir(ctx.out_dir, "adapt")
-    trainer = Trainer(
+    trainer = masked_lm_trainer()(
         model=model,
         # the offsets whole-word masking reads are not arguments of the model: keep the columns
         args=training_arguments(cfg, len(train), seed, work, greater_is_better=False, remove_unused_columns=False),
@@ -165,6 +165,35 @@ def mask_once(split: Any, masker: Any, batch: int = 256) -> Any:
             rows["attention_mask"].append([1] * n)
             rows["labels"].append(masked["labels"][i, :n].tolist())
     return Dataset.from_dict(rows)
+
+
+def masked_lm_trainer() -> type:
+    """A Trainer whose training loss scores the masked tokens only.
+
+    A masked-LM head (``BertForMaskedLM.cls``) turns every position into logits over the whole
+    vocabulary, and only the ~15% masked ones have a label: for a MiniLM-size encoder that vocabulary
+    projection (30,522 x 384 per token) costs about as much as the six layers under it. Transformers'
+    masked-LM models have no option to project the masked positions alone, so this does it: the
+    encoder's hidden states, the head on the masked rows, cross-entropy, normalized exactly as the
+    model's own loss would be (the same value, tested). Evaluation, several processes (the DDP wrapper
+    must run its own forward) and heads it does not know (``cls``, ``lm_head``) use the model's forward."""
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class MaskedLMTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+            if return_outputs or head is None or model is not self.model:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"]
+            hidden = model.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
+            masked = labels != -100
+            logits = head(hidden[masked]).float()
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:  # what the model's loss does then
+                return F.cross_entropy(logits, labels[masked], reduction="sum") / num_items_in_batch
+            return F.cross_entropy(logits, labels[masked]) if masked.any() else hidden.sum() * 0.0
+
+    return MaskedLMTrainer
 
 
 @dataclass
