@@ -19,7 +19,10 @@ def curves_png(stage: str, runs: dict[str, dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=100)
+    scored = any(metric in p for run in runs.values() for p in run.get("evaluations") or [] for metric in _METRICS)
+    # adapt has a loss and no score: one panel
+    figure, axes_list = plt.subplots(1, 2 if scored else 1, figsize=(10 if scored else 5.5, 3.4), dpi=100, squeeze=False)
+    losses, scores = axes_list[0][0], axes_list[0][-1]
     for part, run in runs.items():
         name = "" if len(runs) == 1 else f"{part}: "
         steps, evaluations = run.get("steps") or [], run.get("evaluations") or []
@@ -34,9 +37,10 @@ def curves_png(stage: str, runs: dict[str, dict[str, Any]]) -> bytes:
                 scores.plot([p["step"] for p in points], [p[metric] for p in points], "o-", label=f"{name}validation {metric}", markersize=3)
     losses.set_xlabel("step")
     losses.set_ylabel("loss")
-    scores.set_xlabel("step")
-    scores.set_ylabel("validation score")
-    for axes in (losses, scores):
+    if scored:
+        scores.set_xlabel("step")
+        scores.set_ylabel("validation score")
+    for axes in {losses, scores}:
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
