@@ -122,6 +122,8 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
         "search-path": lambda: Case(["search", w.recipe("sp", {**fine("sp"), "search": {"space": {"prune.head": [0.5]}, "objectives": ["accuracy"]}})]),
         "search-timed-torch": lambda: Case(["search", w.recipe("stt", {**fine("stt"), "search": {"space": {"finetune.epochs": [1]},
                                             "objectives": ["accuracy", "latency_ms"], "reference": str(w.root / "ref.onnx")}})]),  # fmt: skip
+        "search-bench": lambda: Case(["search", w.recipe("sbench", {**fine("sbench"), "stages": ["finetune", "export", "bench"],
+                                      "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}})]),  # fmt: skip
         "search-storage-down": lambda: Case(["search", w.recipe("sdown", {**fine("sdown"), "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}}),
                                              "--storage", f"postgresql+psycopg://edgepress@127.0.0.1:{_closed_port()}/postgres"]),  # fmt: skip
         "search-timeout": lambda: Case(["search", w.recipe("st", {**fine("st"), "search": {"space": {"finetune.epochs": [1]}, "objectives": ["accuracy"]}}),

@@ -70,10 +70,16 @@ class Recipe(Section):
         return raw
 
     @model_validator(mode="after")
-    def _timed_search_ends_with_a_graph(self) -> "Recipe":
-        if self.search.space and self.search.timed and self.stages[-1] not in ("export", "quantize"):
+    def _search_ends_with_what_it_measures(self) -> "Recipe":
+        if not self.search.space:
+            return self
+        last = self.stages[-1]
+        if last == "bench":  # a trial's figures are its last artifact's: bench makes a report, not a model
+            raise ValueError("search: a trial is scored on the artifact of its last stage, and bench makes none; "
+                             "remove bench from stages (the search times each trial itself)")
+        if self.search.timed and last not in ("export", "quantize"):
             raise ValueError(
-                f"search: latency is timed on the ONNX or OpenVINO file a trial ends with, and these stages end with {self.stages[-1]}; "
+                f"search: latency is timed on the ONNX or OpenVINO file a trial ends with, and these stages end with {last}; "
                 "add export (and quantize) to stages, or search without latency_ms, max_latency_ms and max_latency_ratio"
             )
         return self
