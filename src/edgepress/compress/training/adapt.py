@@ -84,9 +84,7 @@ def adapt_facts(recipe: "Recipe") -> dict[str, str]:
 
 def adapt_texts(cfg: "AdaptSection", data: "SplitData", seed: int) -> tuple[list[Any], dict[str, Any]]:
     """The training texts (when ``cfg.training_texts``) and the source's and left-out rows' new texts."""
-    own = pairs_of(data.train.to_dict()) if cfg.training_texts else []
-    if not cfg.on and not own:
-        raise StageError("adapt has no text: set adapt.source (unlabelled in-domain text), adapt.unused_train, or adapt.training_texts: true")
+    own = pairs_of(data.train.to_dict()) if cfg.training_texts else []  # the recipe refuses adapt with no text at all
     extra, counts = gather_unlabelled(cfg, data, seed, "adapt", already=own) if cfg.on else ([], {"sources": []})
     return own + extra, {**counts, "training_texts": len(own)}
 
@@ -202,11 +200,14 @@ class _Collator:
 
     masker: Any
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         from transformers import DataCollatorForTokenClassification
 
+        self.padder = DataCollatorForTokenClassification(self.masker.tokenizer)  # pads labels with -100
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if "labels" in features[0]:
-            return DataCollatorForTokenClassification(self.masker.tokenizer)(features)
+            return self.padder(features)
         return self.masker(_pad_offsets(features))
 
 

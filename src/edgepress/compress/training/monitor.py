@@ -54,7 +54,7 @@ def monitored(trainer: "Trainer", work: Path) -> Iterator[None]:
 
     quiet(trainer)
     scope = current()
-    added = [StageProgress(run_name(work)), *_dashboards(scope, work)]
+    added = [_progress_class()(run_name(work)), *_dashboards(scope, work)]
     for callback in added:
         trainer.add_callback(callback)
     bars = hf_logging.is_progress_bar_enabled()
@@ -78,11 +78,8 @@ def quiet(trainer: "Trainer") -> None:
     trainer.remove_callback(ProgressCallback)
 
 
-def StageProgress(label: str) -> "TrainerCallback":  # noqa: N802 - a class, built when transformers is imported
-    return _progress_class()(label)
-
-
 def _progress_class() -> type:
+    """The progress callback's class, made when transformers is imported (never at module import)."""
     from transformers import TrainerCallback
 
     class _StageProgress(TrainerCallback):
