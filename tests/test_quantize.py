@@ -149,6 +149,44 @@ def test_an_unreachable_tolerance_lists_what_was_tried(quantized, tmp_path, tiny
     assert "1 node(s) kept fp32" in message and "raise quantize.tolerance" in message
 
 
+def test_most_accurate_tries_every_setting_and_keeps_the_best(quantized, tmp_path, tiny_csv):
+    """select: first keeps the recipe's setting when it passes; most_accurate tries each setting
+    that keeps every node int8 and keeps the most accurate (the faster at a tie), file and config."""
+    from onnx import numpy_helper
+    from transformers import AutoTokenizer
+
+    from edgepress.compress.quantization import quantize as stage
+    from edgepress.data.load import load_data
+    from edgepress.export.runtime import onnx_logits, open_session
+    from edgepress.recipe.sections import DataSection
+
+    data = load_data(DataSection(source=str(tiny_csv)))
+    rows = data.validation.to_dict()
+    tokenizer = AutoTokenizer.from_pretrained(quantized[1].folder)
+    source = stage._copied(quantized[1].folder / "model_optimized.onnx", tmp_path)
+    reference = stage._reference(data, rows, onnx_logits(open_session(source), tokenizer, rows, 24, 1))
+
+    def search(select: str) -> tuple:
+        ctx = type("Ctx", (), {"recipe": validate_recipe({"quantize": {"max_seq_length": 24, "tolerance": 0.5, "select": select}})})
+        (tmp_path / select).mkdir()
+        return stage._search("dynamic", source, tmp_path / select, tokenizer, reference, None, ctx, PRESETS["avx2"])
+
+    config, trials, kept = search("first")
+    assert len(trials) == 1 and kept is trials[0] and kept["kept"] and config == first_config("dynamic", QuantizeSection(), PRESETS["avx2"])
+    config, trials, kept = search("most_accurate")
+    expected = settings_to_try(first_config("dynamic", QuantizeSection(), PRESETS["avx2"]))
+    assert [t["described"] for t in trials] == [c.describe() for c in expected] and len(trials) == 3
+    assert [t["kept"] for t in trials].count(True) == 1 and kept["kept"] and config.to_json() == kept["config"]
+    assert kept is max(trials, key=lambda t: (t["val_score"], -t["latency_ms"]))
+    # the file left behind is the kept trial's: per-channel scales are vectors, 7-bit weights stay within [-64, 63]
+    graph = onnx.load(str(tmp_path / "most_accurate" / "dynamic-kept.onnx")).graph
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    matrices = [name for name, a in arrays.items() if name.endswith("_quantized") and a.dtype == np.int8 and a.ndim == 2]  # not the u8 embeddings
+    weights, scales = [arrays[n] for n in matrices], [arrays[n.removesuffix("_quantized") + "_scale"] for n in matrices]
+    assert weights and scales and all((s.size > 1) == config.per_channel for s in scales)
+    assert (max(int(np.abs(w).max()) for w in weights) <= 64) == config.reduce_range
+
+
 def test_presets_fill_what_the_recipe_leaves_open():
     avx2 = first_config("static", QuantizeSection(), PRESETS["avx2"])
     assert (avx2.activation_type, avx2.weight_type, avx2.reduce_range) == ("uint8", "int8", True)

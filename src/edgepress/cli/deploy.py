@@ -82,6 +82,7 @@ def quantize(
     per_channel: Optional[bool] = typer.Option(None, "--per-channel/--per-tensor", help="Weight scales per channel."),
     tolerance: Optional[float] = typer.Option(None, help="Largest relative validation-accuracy drop (default 0.01)."),
     tune: Optional[bool] = typer.Option(None, "--tune/--no-tune", help="Search settings when the first misses the tolerance."),
+    select: Optional[str] = typer.Option(None, help="first (default): the first setting within the tolerance; most_accurate: try them all."),
     exclude_op_type: Optional[list[str]] = typer.Option(None, help="Op type kept in fp32 (repeatable)."),
     exclude_node: Optional[list[str]] = typer.Option(None, help="Node name kept in fp32 (repeatable)."),
     with_tokenizer: Optional[bool] = typer.Option(
@@ -105,7 +106,7 @@ def quantize(
         "quantize.backend": backend, "quantize.target": target, "quantize.dynamic": dynamic, "quantize.static": static,
         "quantize.calibration_method": calibration_method, "quantize.calibration_samples": calibration_samples,
         "quantize.format": quant_format, "quantize.per_channel": per_channel, "quantize.tolerance": tolerance,
-        "quantize.tune": tune, "quantize.exclude_op_types": exclude_op_type or None,
+        "quantize.tune": tune, "quantize.select": select, "quantize.exclude_op_types": exclude_op_type or None,
         "quantize.exclude_nodes": exclude_node or None, "quantize.max_seq_length": max_seq_length,
         "quantize.with_tokenizer": with_tokenizer,
     }  # fmt: skip

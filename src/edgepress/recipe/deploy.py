@@ -85,6 +85,12 @@ class QuantizeSection(Section):
         False, description="Also write model_int8_<mode>_with_tokenizer.onnx: text in, label and scores out (onnxruntime-extensions)."
     )
     max_trials: int = Field(8, gt=0, le=64, description="Configurations tried per variant, the configured one included.")
+    select: Literal["first", "most_accurate"] = Field(
+        "first",
+        description="onnxruntime: keep the first setting within the tolerance (the recipe's own when it passes), or try every "
+        "setting that keeps all nodes int8 (per-channel, calibration method, weight range; up to max_trials) and keep the most "
+        "accurate on validation, the faster at a tie. Scored at deployment_batch_size.",
+    )
     web: bool = Field(
         False,
         description="Also write web/: the export's fp32 graph and the dynamic int8 one (transformers.js's q8, "

@@ -113,10 +113,10 @@ def _onnxruntime(ctx: "StageContext", folder: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as scratch:
         for mode in [m for m in ("dynamic", "static") if getattr(cfg, m)]:
             source = _source(folder, mode)
-            config, trials = _search(mode, _copied(source, Path(scratch)), Path(scratch), tokenizer, reference, calibration, ctx, preset)
+            config, trials, kept = _search(mode, _copied(source, Path(scratch)), Path(scratch), tokenizer, reference, calibration, ctx, preset)
             final = ctx.out_dir / f"model_int8_{mode}.onnx"
             shutil.move(Path(scratch) / f"{mode}-kept.onnx", final)
-            variants[mode] = _describe(final, source, config, trials, tokenizer, test_rows, fp32_test, ctx)
+            variants[mode] = _describe(final, source, config, trials, kept, tokenizer, test_rows, fp32_test, ctx)
             _log_variant(mode, variants[mode])
             if cfg.with_tokenizer:  # the int8 model's own outputs are the reference: no tolerance beyond float noise
                 variants[mode]["with_tokenizer"] = bundle.write_for_stage(final, tokenizer, ctx.data, cfg.max_seq_length, 1e-4)
@@ -128,11 +128,14 @@ def _onnxruntime(ctx: "StageContext", folder: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) -> tuple[QuantConfig, list[dict]]:
-    """Try settings until one keeps the accuracy; then keep the most sensitive nodes in fp32, 1, 2, 4, ... of them."""
+def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) -> tuple[QuantConfig, list[dict], dict]:
+    """Try settings until one keeps the accuracy (``select: most_accurate``: try them all and keep the
+    best); else keep the most sensitive nodes in fp32, 1, 2, 4, ... of them. Returns the kept
+    configuration, every trial, and the kept trial."""
     cfg = ctx.recipe.quantize
     first = first_config(mode, cfg, preset)
     trials: list[dict] = []
+    kept: dict[str, Any] = {}
 
     def attempt(config: QuantConfig) -> bool:
         path = work / f"{mode}-trial.onnx"
@@ -148,25 +151,32 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
         trials.append(trial)
         log.info("int8 %s, %s: val %s %.2f%% (fp32 %.2f%%)%s", mode, config.describe(), score_name(reference.validation),
                  100 * trial["val_score"], 100 * reference.accuracy, " COLLAPSED" if trial["collapsed"] else "")  # fmt: skip
-        if trial["within_tolerance"]:
+        if trial["within_tolerance"] and (not kept or _better(trial, kept["trial"])):
             shutil.move(path, work / f"{mode}-kept.onnx")
+            kept.update(trial=trial, config=config)
         return trial["within_tolerance"]
 
     settings = settings_to_try(first) if cfg.tune else [first]
     for config in settings[: cfg.max_trials]:
-        if attempt(config):
-            return config, trials
-    if cfg.tune and len(trials) < cfg.max_trials:
+        if attempt(config) and cfg.select == "first":
+            break
+    if cfg.tune and not kept and len(trials) < cfg.max_trials:
         best = max((t for t in trials if t["val_score"] is not None), key=lambda t: t["val_score"])
         base = next(c for c in settings if c.to_json() == best["config"])
         ranked = [name for name, _ in sensitivity(base, source, work, tokenizer, reference, cfg.max_seq_length, calibration, _cache(work, base))]
         count = 1
-        while len(trials) < cfg.max_trials and count <= len(ranked):
-            config = replace(base, excluded=base.excluded + tuple(ranked[:count]))
-            if attempt(config):
-                return config, trials
+        while len(trials) < cfg.max_trials and count <= len(ranked) and not attempt(replace(base, excluded=base.excluded + tuple(ranked[:count]))):
             count *= 2
-    raise StageError(_failure(mode, trials, reference, cfg.tolerance, cfg.tune))
+    if not kept:
+        raise StageError(_failure(mode, trials, reference, cfg.tolerance, cfg.tune))
+    for trial in trials:
+        trial["kept"] = trial is kept["trial"]
+    return kept["config"], trials, kept["trial"]
+
+
+def _better(trial: dict, than: dict) -> bool:
+    """More accurate on validation; at equal accuracy, faster at batch 1 (the search's indicative latency)."""
+    return (trial["val_score"], -trial["latency_ms"]) > (than["val_score"], -than["latency_ms"])
 
 
 def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: float, tuned: bool) -> str:
@@ -184,11 +194,10 @@ def _failure(mode: str, trials: list[dict], reference: Reference, tolerance: flo
     )
 
 
-def _describe(final: Path, source: Path, config, trials, tokenizer, test_rows, fp32_test, ctx) -> dict[str, Any]:
+def _describe(final: Path, source: Path, config, trials, kept, tokenizer, test_rows, fp32_test, ctx) -> dict[str, Any]:
     cfg = ctx.recipe.quantize
     session = open_session(final)
     test_predictions = predictions_of(onnx_logits(session, tokenizer, test_rows, cfg.max_seq_length, cfg.scoring_batch_size))
-    kept = trials[-1]
     ops = op_counts(load_onnx(final))
     return {
         "file": final.name, "source": source.name, "config": config.to_json(), "described": config.describe(),
