@@ -1,6 +1,7 @@
 """Issue 34: the adapt stage (masked-language-model training on unlabelled text before finetune)."""
 
 import json
+import math
 
 import pytest
 from conftest import build_tiny_bert, synthetic_rows, tagged_sentences, write_conll, write_rows
@@ -47,6 +48,9 @@ def test_adapt_trains_a_new_tied_head_lowers_perplexity_and_feeds_finetune(tmp_p
     curves = json.loads((adapt.folder / "curves.json").read_text())["runs"]["adapt"]
     assert curves["steps"] and all("loss" in p and "learning_rate" in p for p in curves["steps"])
     assert [e["epoch"] for e in curves["epochs"]] == [1, 2, 3] and all("loss" in e["validation"] for e in curves["epochs"])
+    first = curves["evaluations"][0]  # the held-out loss before training, as the manifest's perplexity_before
+    assert first["step"] == 0 and math.exp(first["loss"]) == pytest.approx(metrics["perplexity_before"], rel=1e-3)
+    assert len(curves["evaluations"]) == 4  # before, then once per epoch
 
 
 def _tokenizer(tmp_path):

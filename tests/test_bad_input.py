@@ -116,6 +116,7 @@ def _cases(w: World) -> dict[str, Callable[[], Case]]:
                                         env={"EDGEPRESS_BROWSER_ROOT": str(w.root / "no-browser")}),  # fmt: skip
         "web-static-only": lambda: run(w.recipe("web2", {**fine("web2"), "stages": ["export", "quantize"],
                                                          "quantize": {"web": True, "dynamic": False}})),  # fmt: skip
+        "select-without-tune": lambda: run(w.recipe("select", {"quantize": {"select": "most_accurate", "tune": False}})),
         "gate-schema": lambda: Case(["gate", "--baseline", str(w.file("schema.json", json.dumps({"schema": 99}))), "--current",
                                      str(w.root / "schema.json")]),  # fmt: skip
         "gate-missing": lambda: Case(["gate", "--baseline", str(w.root / "none.json"), "--current", str(w.root / "none.json")]),

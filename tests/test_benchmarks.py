@@ -291,3 +291,15 @@ def test_adapt_speed_benchmark_times_both_losses_interleaved(tmp_path, tiny_bert
     assert set(result["median_step_s"]) == {"full vocabulary at every position", "masked positions only"}
     assert result["loss_difference"] < 1e-4 and result["speedup"] > 0
     assert "masked-only steps are" in done.stdout
+
+
+def test_teacher_cache_size_benchmark_matches_the_real_cache(tmp_path, tiny_classifier, tiny_csv):
+    out = tmp_path / "size.json"
+    args = [str(tiny_csv), "--teacher", str(tiny_classifier), "--max-length", "24", "--hidden-layers", "0", "1",
+            "--attention-layers", "1", "--relations", "--check", "40", "--json", str(out)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "teacher_cache_size.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["check"]["stored_bytes"] == result["check"]["formula_bytes"] > 0 and "(equal)" in done.stdout
+    assert result["ratio"] > 1.5 and result["texts"] == 600  # synthetic texts are far shorter than 24 pieces
+    assert sum(result["sizes"]["padded"].values()) == pytest.approx(result["ratio"] * sum(result["sizes"]["real tokens"].values()))

@@ -90,7 +90,7 @@ def test_each_loss_term_is_finite_and_decreases_on_a_fixed_batch(teacher, term):
     request = CacheRequest("t", 16, hidden_layers=(1, 3), attention_layers=(1, 3))
     cached = run_teacher(model, tokenizer, TEXTS, request, batch_size=4)
     inputs = tokenizer(TEXTS["text"], padding=True, truncation=True, max_length=16, return_tensors="pt")
-    mask, seq, labels = inputs["attention_mask"], inputs["input_ids"].shape[1], torch.tensor([1, 0, 2, 1])
+    mask, rows, labels = inputs["attention_mask"], torch.arange(4), torch.tensor([1, 0, 2, 1])
     projection = torch.nn.Linear(16, 32)
     optimizer = torch.optim.Adam(list(student.parameters()) + list(projection.parameters()), lr=1e-2)
 
@@ -101,8 +101,8 @@ def test_each_loss_term_is_finite_and_decreases_on_a_fixed_batch(teacher, term):
         if term == "soft":
             return losses.soft_kl(out.logits, cached.logits, temperature=2.0)
         if term == "hidden":
-            return losses.hidden_mse(projection(out.hidden_states[2]), cached.hidden[3][:, :seq], mask)
-        return losses.attention_kl(out.attentions[1], cached.attentions[3][:, :, :seq, :seq], mask)
+            return losses.hidden_mse(projection(out.hidden_states[2]), cached.hidden[3].rows(rows, mask), mask)
+        return losses.attention_kl(out.attentions[1], cached.attentions[3].rows(rows, mask), mask)
 
     history = []
     for _ in range(12):
@@ -121,10 +121,10 @@ def test_loss_terms_are_zero_when_student_equals_teacher(teacher):
     inputs = tokenizer(TEXTS["text"], padding=True, return_tensors="pt")
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True, output_attentions=True)
-    seq = inputs["input_ids"].shape[1]
+    mask, rows = inputs["attention_mask"], torch.arange(4)
     assert float(losses.soft_kl(out.logits, cached.logits, 2.0)) == pytest.approx(0, abs=1e-5)
-    assert float(losses.hidden_mse(out.hidden_states[3], cached.hidden[2][:, :seq], inputs["attention_mask"])) < 1e-4
-    assert float(losses.attention_kl(out.attentions[2], cached.attentions[2][:, :, :seq, :seq], inputs["attention_mask"])) < 1e-3
+    assert float(losses.hidden_mse(out.hidden_states[3], cached.hidden[2].rows(rows, mask), mask)) < 1e-4
+    assert float(losses.attention_kl(out.attentions[2], cached.attentions[2].rows(rows, mask), mask)) < 1e-3
 
 
 def test_tokenizer_mismatch_with_an_intermediate_loss_is_a_recipe_error(teacher, tmp_path):

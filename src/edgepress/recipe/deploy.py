@@ -124,6 +124,8 @@ class QuantizeSection(Section):
             raise ValueError("dynamic and static are both false; turn on at least one")
         if self.web and not (self.dynamic and "onnxruntime" in self.backend):
             raise ValueError("web carries the dynamic int8 ONNX file; it needs backend onnxruntime and dynamic: true")
+        if self.select == "most_accurate" and not self.tune:
+            raise ValueError("select: most_accurate searches the settings and tune is false; set tune: true, or select: first")
         return self
 
 

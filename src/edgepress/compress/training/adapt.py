@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgepress.compress.training.monitor import quiet
+from edgepress.compress.training.monitor import quiet, write_curves
 from edgepress.compress.training.trainer import checkpoint_dir, early_stopping, train_resumable, train_summary, training_arguments
 from edgepress.compress.training.transfer import gather_unlabelled, pairs_of
 from edgepress.errors import StageError
@@ -61,6 +61,8 @@ def run_stage(ctx: "StageContext") -> dict[str, Any]:
     quiet(trainer)
     before = trainer.evaluate()["eval_loss"]
     summary = train_summary(trainer, train_resumable(trainer, work), cfg)
+    # training starts a fresh log history: the evaluation before it joins the curves as step 0
+    write_curves(work.parent.parent, work.name, [{"eval_loss": before, "step": 0, "epoch": 0.0}, *trainer.state.log_history])
     after = trainer.evaluate()["eval_loss"]
     save_artifact(model, tokenizer, ctx.out_dir)
     log.info("adapt: held-out perplexity %.2f -> %.2f over %d texts", math.exp(before), math.exp(after), len(held_out))

@@ -93,19 +93,19 @@ class DistillTrainer(Trainer):
             terms["hidden"] = sum(
                 losses.hidden_mse(
                     getattr(model, "module", model).projections[str(s)](out.hidden_states[s + 1]),  # DDP wraps as .module
-                    teacher.hidden[t][idx, :seq].to(mask.device),
+                    teacher.hidden[t].rows(idx, mask),
                     mask,
                 )
                 for s, t in self.mapping.items()
             ) / len(self.mapping)
         if cfg.attention_weight > 0:
             terms["attention"] = sum(
-                losses.attention_kl(out.attentions[s], teacher.attentions[t][idx, :, :seq, :seq].to(mask.device), mask)
+                losses.attention_kl(out.attentions[s], teacher.attentions[t].rows(idx, mask), mask)
                 for s, t in self.mapping.items()
             ) / len(self.mapping)
         if cfg.relation_weight > 0:
             terms["relation"] = sum(
-                losses.relation_kl(self.capture.outputs[kind], teacher.relations[kind][idx, :seq].to(mask.device), cfg.relation_heads, mask)
+                losses.relation_kl(self.capture.outputs[kind], teacher.relations[kind].rows(idx, mask), cfg.relation_heads, mask)
                 for kind in relations.KINDS
             ) / len(relations.KINDS)
         return terms

@@ -5,7 +5,8 @@ are the same in every epoch and in every later stage that distills from it (prun
 On a CPU the teacher forward is a large share of a distillation step, so it is paid once per
 example: the outputs are saved as safetensors under ``runs/<name>/cache/``, keyed by the
 teacher's artifact hash, the texts, the sequence length and the layers kept.
-Intermediate outputs are stored in float16 and padded to ``max_length``.
+Intermediate outputs are stored in float16, real tokens only (packed.py): on short texts the
+padding to ``max_length`` would be most of the cache.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from edgepress.compress.training.packed import Packed, maps_of, tokens_of
 from edgepress.compress.training.relations import Capture, layer_of
 from edgepress.data.features import encode, text_slice
 from edgepress.tasks.tagging import is_words
@@ -33,24 +35,27 @@ log = logging.getLogger(__name__)
 @dataclass
 class TeacherOutputs:
     logits: torch.Tensor  # [N, C] float32; token classification: [N, max_length, C], zero past each row's tokens
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # teacher layer -> [N, L, H] float16
-    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # teacher layer -> [N, heads, L, L] float16
-    relations: dict[str, torch.Tensor] = field(default_factory=dict)  # query/key/value of the relation layer -> [N, L, W] float16
+    hidden: dict[int, Packed] = field(default_factory=dict)  # teacher layer -> each text's [n, H] float16
+    attentions: dict[int, Packed] = field(default_factory=dict)  # teacher layer -> each text's [heads, n, n] float16
+    relations: dict[str, Packed] = field(default_factory=dict)  # query/key/value of the relation layer -> [n, W] float16
 
     def tensors(self) -> dict[str, torch.Tensor]:
         named = {"logits": self.logits}
-        named.update({f"hidden.{layer}": t for layer, t in self.hidden.items()})
-        named.update({f"attention.{layer}": t for layer, t in self.attentions.items()})
-        named.update({f"relation.{kind}": t for kind, t in self.relations.items()})
+        groups = {"hidden": self.hidden, "attention": self.attentions, "relation": self.relations}
+        for group, items in groups.items():
+            for name, packed in items.items():
+                named.update({f"{group}.{name}": packed.values, f"{group}.{name}.offsets": packed.offsets})
+                named[f"{group}.{name}.heads"] = torch.tensor([packed.heads])
         return named
 
     @classmethod
     def from_tensors(cls, named: dict[str, torch.Tensor]) -> "TeacherOutputs":
-        def layers(prefix: str) -> dict[int, torch.Tensor]:
-            return {int(k.split(".")[1]): v for k, v in named.items() if k.startswith(prefix)}
+        def group(prefix: str) -> dict[str, Packed]:
+            names = [k.split(".")[1] for k in named if k.startswith(prefix) and k.count(".") == 1]
+            return {n: Packed(named[f"{prefix}{n}"], named[f"{prefix}{n}.offsets"], int(named[f"{prefix}{n}.heads"])) for n in names}
 
-        relations = {k.split(".")[1]: v for k, v in named.items() if k.startswith("relation.")}
-        return cls(named["logits"], layers("hidden."), layers("attention."), relations)
+        hidden, attentions = group("hidden."), group("attention.")
+        return cls(named["logits"], {int(k): v for k, v in hidden.items()}, {int(k): v for k, v in attentions.items()}, group("relation."))
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class CacheRequest:
     relation_layer: Optional[int] = None  # the layer whose queries, keys and values are kept (MiniLMv2)
 
     def key(self, rows: dict[str, list]) -> str:
-        payload = {"request": self.__dict__, "text": rows["text"], "text_pair": rows.get("text_pair")}
+        payload = {"request": self.__dict__, "text": rows["text"], "text_pair": rows.get("text_pair"), "layout": "packed"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:20]
 
 
@@ -118,6 +123,13 @@ def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], re
     from tqdm.auto import tqdm
 
     count, length, per_token = len(rows["text"]), request.max_length, is_words(rows)
+    parts: dict[tuple[str, object], tuple[list, list]] = {}  # (group, layer or kind) -> per-batch values and row sizes
+
+    def add(group: str, name: object, piece: tuple[torch.Tensor, torch.Tensor]) -> None:
+        values, sizes = parts.setdefault((group, name), ([], []))
+        values.append(piece[0].half())
+        sizes.append(piece[1])
+
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_size), desc="teacher outputs", unit="batch"):
             batch = text_slice(rows, start, start + batch_size)
@@ -127,18 +139,18 @@ def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], re
                 output_hidden_states=bool(request.hidden_layers),
                 output_attentions=bool(request.attention_layers),
             )
-            end, seq = start + len(batch["text"]), inputs["input_ids"].shape[1]
+            end, seq, mask = start + len(batch["text"]), inputs["input_ids"].shape[1], inputs["attention_mask"]
             if per_token:
                 outputs.logits[start:end, :seq] = out.logits.float()
             else:
                 outputs.logits[start:end] = out.logits.float()
             for layer in request.hidden_layers:  # hidden_states[0] is the embeddings' output
-                buffer = outputs.hidden.setdefault(layer, torch.zeros(count, length, teacher.config.hidden_size, dtype=torch.float16))
-                buffer[start:end, :seq] = out.hidden_states[layer + 1].half()
+                add("hidden", layer, tokens_of(out.hidden_states[layer + 1], mask))
             for layer in request.attention_layers:
-                heads = teacher.config.num_attention_heads
-                buffer = outputs.attentions.setdefault(layer, torch.zeros(count, heads, length, length, dtype=torch.float16))
-                buffer[start:end, :, :seq, :seq] = out.attentions[layer].half()
+                add("attention", layer, maps_of(out.attentions[layer], mask))
             for kind, value in (capture.outputs if capture else {}).items():
-                buffer = outputs.relations.setdefault(kind, torch.zeros(count, length, value.shape[-1], dtype=torch.float16))
-                buffer[start:end, :seq] = value.half()
+                add("relation", kind, tokens_of(value, mask))
+    heads = teacher.config.num_attention_heads
+    groups = {"hidden": outputs.hidden, "attention": outputs.attentions, "relation": outputs.relations}
+    for (group, name), (values, sizes) in parts.items():
+        groups[group][name] = Packed.of_batches(values, sizes, heads if group == "attention" else 0)
