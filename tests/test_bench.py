@@ -456,3 +456,44 @@ def test_pareto_plot_numbers_its_markers_without_overlap_and_rings_the_recommend
     overlapping = [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
     assert overlapping == []
     assert "recommended: 7" in [t.get_text() for t in axes.get_legend().get_texts()]
+
+
+def test_models_named_on_the_command_line_are_scored_at_the_deployment_batch(benched, tmp_path, tiny_classifier, tiny_csv):
+    """The exported classifier plus a term that depends on the other texts of the batch (as dynamic
+    int8's outputs do, in small part): one text at a time that term is 0 and the model is exact; in
+    batches of 64 it swamps the logits. bench scores such files at bench.deployment_batch_size (1 unless set)."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgepress.bench.artifacts import Artifact
+    from edgepress.bench.stage import measure_missing_accuracy
+    from edgepress.data.load import load_data
+    from edgepress.recipe.deploy import BenchSection
+    from edgepress.recipe.sections import DataSection
+
+    folder = tmp_path / "model"
+    shutil.copytree(next(tiny_classifier.parent.glob("*-export")), folder)  # the benched run's export: graph, tokenizer, labels
+    model = onnx.load(str(folder / "model.onnx"))
+    graph = model.graph
+    for node in graph.node:  # the classifier's logits become "clean"; "logits" is clean + 100 x (text score - batch mean)
+        node.output[:] = ["clean" if name == "logits" else name for name in node.output]
+    graph.node.extend([
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["ids", "axis1"], ["score"], keepdims=1),  # [b, 1]
+        helper.make_node("ReduceMean", ["score", "axis0"], ["mean"], keepdims=1),  # [1, 1]: the batch's mean
+        helper.make_node("Sub", ["score", "mean"], ["diff"]),
+        helper.make_node("Mul", ["diff", "direction"], ["noise"]),
+        helper.make_node("Add", ["clean", "noise"], ["logits"]),
+    ])  # fmt: skip
+    graph.initializer.extend([helper.make_tensor("axis1", TensorProto.INT64, [1], [1]), helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
+                              helper.make_tensor("direction", TensorProto.FLOAT, [1, 3], [100.0, -100.0, 0.0])])  # fmt: skip
+    onnx.save(model, str(folder / "batchy.onnx"))
+    data = load_data(DataSection(source=str(tiny_csv)))
+    scores = {}
+    for size in (BenchSection().deployment_batch_size, BenchSection(deployment_batch_size=0).deployment_batch_size or 64):
+        artifact = Artifact("batchy", "onnx", folder / "batchy.onnx", folder)
+        measure_missing_accuracy([artifact], data, 24, size)
+        scores[size] = artifact.test["accuracy"]
+    assert scores[1] == 1.0 and scores[64] < 0.8, scores

@@ -39,7 +39,7 @@ def benchmark(
 
         cfg = cfg.model_copy(update=BROWSER_SETTINGS)
     _check_target(artifacts, cfg)
-    measure_missing_accuracy(artifacts, data, cfg.max_seq_length)
+    measure_missing_accuracy(artifacts, data, cfg.max_seq_length, cfg.deployment_batch_size or 64)
     test = data.test.to_dict()
     rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}  # sentences at their real lengths
     log.info("bench: %d artifacts, %d test texts, threads %s", len(artifacts), len(rows["text"]), thread_counts(cfg))
@@ -83,9 +83,11 @@ def _check_target(artifacts: list[Artifact], cfg: "BenchSection") -> None:
         ssh_destination(cfg.target)
 
 
-def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_length: int) -> None:
+def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_length: int, batch_size: int = 1) -> None:
     """Test accuracy of the artifacts no stage measured (models named on the command line), on
-    this machine's CPU, so that every row of the report has one."""
+    this machine's CPU, so that every row of the report has one. ONNX and INC models are scored
+    ``batch_size`` texts at a time: dynamic int8 scales each batch's activations together, so its
+    predictions depend on the batch (the quantize stage scores at its deployment batch the same way)."""
     from edgepress.models import check_folder_labels
 
     for artifact in artifacts:
@@ -93,11 +95,11 @@ def measure_missing_accuracy(artifacts: list[Artifact], data: "SplitData", max_l
             continue
         check_folder_labels(artifact.folder, data.labels, f"bench measures {artifact.name}'s accuracy on this data")
         log.info("bench: test accuracy of %s", artifact.name)
-        artifact.test = _test_metrics(artifact, data, max_length)
+        artifact.test = _test_metrics(artifact, data, max_length, batch_size)
         artifact.test_source = "bench"
 
 
-def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dict[str, float]:
+def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int, batch_size: int) -> dict[str, float]:
     from transformers import AutoTokenizer
 
     if artifact.bundle:  # raw text in, its own tokenizer and truncation
@@ -107,7 +109,7 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
     if artifact.kind == "inc":
         from edgepress.compress.quantization.inc import evaluate_folder
 
-        return evaluate_folder(artifact.path, data, max_length, ("test",))["test"]
+        return evaluate_folder(artifact.path, data, max_length, ("test",), batch_size)["test"]
     tokenizer = AutoTokenizer.from_pretrained(artifact.folder)
     if artifact.kind == "openvino":
         from edgepress.export import ir
@@ -119,7 +121,7 @@ def _test_metrics(artifact: Artifact, data: "SplitData", max_length: int) -> dic
         from edgepress.bench.runner import open_session
         from edgepress.export.runtime import evaluate_onnx
 
-        return evaluate_onnx(open_session(str(artifact.path), 0), tokenizer, data, max_length, ("test",))["test"]
+        return evaluate_onnx(open_session(str(artifact.path), 0), tokenizer, data, max_length, ("test",), batch_size)["test"]
     from edgepress.metrics import evaluate_torch
     from edgepress.models import auto_class, folder_task, from_pretrained
 

@@ -157,6 +157,11 @@ class BenchSection(Section):
     warmup: int = Field(3, ge=0, description="Untimed calls per artifact before the first round.")
     max_seq_length: int = Field(128, gt=0, le=8192, description="Texts are truncated (and batches padded) to this many tokens.")
     torch: bool = Field(True, description="Also time the torch artifacts (finetune, distill, prune) with PyTorch.")
+    deployment_batch_size: int = Field(
+        1, ge=0,
+        description="Models no stage scored (named on the command line) are scored on the test split at this batch size when "
+        "they are ONNX or INC files (dynamic int8 depends on the batch; as quantize.deployment_batch_size). 0: batches of 64.",
+    )  # fmt: skip
     tolerance: float = Field(
         0.01, ge=0, lt=1,
         description="The report names the fastest artifact per thread count and batch among those whose test score is within "

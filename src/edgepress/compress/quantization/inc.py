@@ -201,7 +201,7 @@ def parameter_count(folder: Path) -> int:
     return sum(t.numel() for t in load(folder).state_dict().values())
 
 
-def evaluate_folder(folder: Path, data: Any, max_length: int, splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def evaluate_folder(folder: Path, data: Any, max_length: int, splits: tuple[str, ...], batch_size: int = 64) -> dict[str, dict[str, float]]:
     """Metrics of a saved INC model (uncompiled: the same numbers, without the compile time)."""
     from transformers import AutoTokenizer
 
@@ -209,7 +209,7 @@ def evaluate_folder(folder: Path, data: Any, max_length: int, splits: tuple[str,
 
     model = load(folder)
     inputs = Inputs(model, AutoTokenizer.from_pretrained(folder), max_length)
-    return evaluate_splits(data, splits, lambda rows: logits_of(model, inputs, rows, 64))
+    return evaluate_splits(data, splits, lambda rows: logits_of(model, inputs, rows, batch_size))
 
 
 def _describe(folder, quantized, model, inputs, ctx, reference, kept, trials) -> dict[str, Any]:
