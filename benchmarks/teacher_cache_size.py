@@ -39,7 +39,7 @@ def main() -> None:
         print(f"{layout:<12} " + " ".join(f"{gb(v):>10}" for v in (*parts.values(), sum(parts.values()))))
     ratio = sum(sizes["padded"].values()) / sum(sizes["real tokens"].values())
     print(f"padded / real tokens: {ratio:.2f}x")
-    checked = check(args, texts[: args.check], config) if args.check else None
+    checked = check(args, texts[: args.check], lengths[: args.check], config) if args.check else None
     write_result(args.json, "teacher_cache_size", {"texts": len(texts), "mean_pieces": float(lengths.mean()), "sizes": sizes,
                                                    "ratio": ratio, "check": checked, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}})  # fmt: skip
 
@@ -54,7 +54,7 @@ def bytes_of(lengths: np.ndarray, config, args: argparse.Namespace) -> dict[str,
     }
 
 
-def check(args: argparse.Namespace, texts: list[str], config) -> dict:
+def check(args: argparse.Namespace, texts: list[str], lengths: np.ndarray, config) -> dict:
     """The real cache's bytes on ``texts`` against the formula's."""
     from edgepress.compress.training.teacher_cache import CacheRequest, run_teacher
     from edgepress.models import load_classifier
@@ -67,9 +67,8 @@ def check(args: argparse.Namespace, texts: list[str], config) -> dict:
     start = time.perf_counter()
     outputs = run_teacher(teacher, tokenizer, {"text": texts}, request, batch_size=64)
     seconds = time.perf_counter() - start
-    stored = sum(t.numel() * t.element_size() for name, t in outputs.tensors().items() if name != "logits" and "." in name
-                 and not name.endswith((".offsets", ".heads")))  # fmt: skip
-    lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]])
+    groups = (outputs.hidden, outputs.attentions, outputs.relations)
+    stored = sum(p.values.numel() * p.values.element_size() for group in groups for p in group.values())
     expected = sum(bytes_of(lengths, config, args).values())
     print(f"check on {len(texts):,} texts: the cache holds {stored:,} bytes of float16 states; the formula says {expected:,} "
           f"({'equal' if stored == expected else 'DIFFERENT'}); teacher pass {seconds:.1f} s")  # fmt: skip

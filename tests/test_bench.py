@@ -492,7 +492,7 @@ def test_models_named_on_the_command_line_are_scored_at_the_deployment_batch(ben
     onnx.save(model, str(folder / "batchy.onnx"))
     data = load_data(DataSection(source=str(tiny_csv)))
     scores = {}
-    for size in (BenchSection().deployment_batch_size, BenchSection(deployment_batch_size=0).deployment_batch_size or 64):
+    for size in (BenchSection().scoring_batch_size, BenchSection(deployment_batch_size=0).scoring_batch_size):
         artifact = Artifact("batchy", "onnx", folder / "batchy.onnx", folder)
         measure_missing_accuracy([artifact], data, 24, size)
         scores[size] = artifact.test["accuracy"]

@@ -39,7 +39,7 @@ def benchmark(
 
         cfg = cfg.model_copy(update=BROWSER_SETTINGS)
     _check_target(artifacts, cfg)
-    measure_missing_accuracy(artifacts, data, cfg.max_seq_length, cfg.deployment_batch_size or 64)
+    measure_missing_accuracy(artifacts, data, cfg.max_seq_length, cfg.scoring_batch_size)
     test = data.test.to_dict()
     rows = {k: list(test[k][: cfg.examples]) for k in ("text", "text_pair") if k in test}  # sentences at their real lengths
     log.info("bench: %d artifacts, %d test texts, threads %s", len(artifacts), len(rows["text"]), thread_counts(cfg))

@@ -168,6 +168,10 @@ class BenchSection(Section):
         "this relative drop of the reference (the most accurate fp32 ONNX or OpenVINO row; else the most accurate row).",
     )  # fmt: skip
 
+    @property
+    def scoring_batch_size(self) -> int:
+        return self.deployment_batch_size or 64
+
     @model_validator(mode="after")
     def _positive_settings(self) -> "BenchSection":
         if self.target not in ("cpu", "cuda", "arm64-emulated", "browser") and not (self.target.startswith("ssh://") and len(self.target) > len("ssh://")):

@@ -165,7 +165,9 @@ def _search(mode, source, work, tokenizer, reference, calibration, ctx, preset) 
         base = next(c for c in settings if c.to_json() == best["config"])
         ranked = [name for name, _ in sensitivity(base, source, work, tokenizer, reference, cfg.max_seq_length, calibration, _cache(work, base))]
         count = 1
-        while len(trials) < cfg.max_trials and count <= len(ranked) and not attempt(replace(base, excluded=base.excluded + tuple(ranked[:count]))):
+        while len(trials) < cfg.max_trials and count <= len(ranked):
+            if attempt(replace(base, excluded=base.excluded + tuple(ranked[:count]))):
+                break
             count *= 2
     if not kept:
         raise StageError(_failure(mode, trials, reference, cfg.tolerance, cfg.tune))

@@ -3,7 +3,7 @@
 The teacher cache keeps hidden states, self-attention relations and attention maps for every
 transfer text. Padded to ``max_seq_length`` they cost ``N x L x H`` halves per layer whatever the
 texts' lengths: on SST-2 (70,000 phrases of about 13 pieces, padded to 64) that is 3.4 GB per hidden
-layer and five times what the real tokens need. Here each text's real positions (its attention mask)
+layer and 4.8 times what the real tokens need (benchmarks/teacher_cache_size.py). Here each text's real positions (its attention mask)
 are stored back to back with an offsets table, and a training batch gets them back scattered into
 its own padded shape, wherever its tokenizer pads. torch's nested tensors would hold the rows, but
 neither safetensors nor indexing a batch of rows out of them is supported, hence this small class.
@@ -36,12 +36,8 @@ class Packed:
     @classmethod
     def of_batches(cls, parts: list[torch.Tensor], sizes: list[torch.Tensor], heads: int = 0) -> "Packed":
         """Join the per-batch pieces made by ``tokens_of`` or ``maps_of``; ``sizes`` are their rows' element counts."""
-        counts = torch.cat(sizes) if sizes else torch.zeros(0, dtype=torch.long)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-        return cls(torch.cat(parts) if parts else torch.zeros(0), offsets, heads)
-
-    def __len__(self) -> int:
-        return self.offsets.numel() - 1
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cat(sizes).cumsum(0)])
+        return cls(torch.cat(parts), offsets, heads)
 
     def lengths(self, idx: torch.Tensor) -> torch.Tensor:
         """Real tokens of rows ``idx``."""
