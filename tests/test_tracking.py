@@ -41,10 +41,13 @@ def test_curves_per_step_evaluation_and_epoch():
 
 
 @pytest.mark.slow
-def test_tensorboard_and_mlflow_receive_each_training_run(tmp_path, tiny_csv, tiny_bert):
+def test_tensorboard_and_mlflow_receive_each_training_run(tmp_path, tiny_csv, tiny_bert, monkeypatch):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    elsewhere = tmp_path / "elsewhere"  # the directory the run starts in gets nothing
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     recipe = _with(tiny_recipe(tmp_path, tiny_bert, tiny_csv, epochs=2, logging_steps=10), tracking={"report_to": ["tensorboard", "mlflow"]})
     (outcome,) = run_recipe(recipe)
     curves = json.loads((outcome.folder / "curves.json").read_text())["runs"]["finetune"]
@@ -65,6 +68,7 @@ def test_tensorboard_and_mlflow_receive_each_training_run(tmp_path, tiny_csv, ti
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [p["step"] for p in curves["steps"]]
     saved = client.download_artifacts(run.info.run_id, "recipe.yaml", str(tmp_path / "artifacts"))
     assert yaml.safe_load(open(saved).read())["finetune"]["epochs"] == 2
+    assert list((run_root / "mlartifacts").rglob("recipe.yaml")) and not list(elsewhere.iterdir())
 
 
 @pytest.mark.slow

@@ -217,7 +217,28 @@ def mlflow_uri(scope: StageScope) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     scope.run_root.mkdir(parents=True, exist_ok=True)
+    return _default_store(scope)
+
+
+def _default_store(scope: StageScope) -> str:
     return "sqlite:///" + str((scope.run_root / "mlflow.db").resolve())
+
+
+def _experiment_with_artifacts_in(uri: str, name: str, artifacts: Path) -> None:
+    """Created here, not by Transformers' callback: MLflow gives a new experiment in a SQLite store
+    the artifact root ``./mlruns`` of whatever directory the run starts in, which would put the run's
+    artifacts outside its folder."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
+    except MlflowException:
+        if client.get_experiment_by_name(name) is None:  # not a concurrent stage creating it first
+            raise
 
 
 @contextlib.contextmanager
@@ -226,9 +247,12 @@ def _mlflow_environment(scope: StageScope | None, work: Path) -> Iterator[None]:
     if scope is None or "mlflow" not in scope.recipe.tracking.report_to:
         yield
         return
+    uri, experiment = mlflow_uri(scope), scope.recipe.tracking.experiment or scope.recipe.name
+    if uri == _default_store(scope):
+        _experiment_with_artifacts_in(uri, experiment, scope.run_root / "mlartifacts")
     values = {
-        "MLFLOW_TRACKING_URI": mlflow_uri(scope),
-        "MLFLOW_EXPERIMENT_NAME": scope.recipe.tracking.experiment or scope.recipe.name,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
         "MLFLOW_TAGS": json.dumps({"edgepress.run": scope.recipe.name, "edgepress.stage": scope.stage, "edgepress.part": work.name}),
     }
     before = {k: os.environ.get(k) for k in values}
