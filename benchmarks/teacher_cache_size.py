@@ -7,7 +7,8 @@ real tokens only (the cache's layout since 2026-12-05).
 Tokenizes every text of the file with the teacher's tokenizer, and prints the float16 bytes of the
 hidden states (one tensor per layer), the relation layer's queries, keys and values, and attention
 maps, both ways. ``--check N`` builds the real cache on the first N texts (the teacher runs) and
-prints its tensors' bytes beside the formula's, so the printed sizes are the cache's, not a guess.
+prints its tensors' bytes beside the formula's, so the printed sizes are the cache's, not a guess,
+and how far the process's resident memory rose above its start while the cache was built (Linux).
 """
 
 from __future__ import annotations
@@ -64,15 +65,28 @@ def check(args: argparse.Namespace, texts: list[str], lengths: np.ndarray, confi
     teacher, tokenizer = load_classifier(ModelSection(name_or_path=str(args.teacher)), labels, attn_implementation="eager")
     request = CacheRequest("check", args.max_length, tuple(args.hidden_layers), tuple(args.attention_layers),
                            relation_layer=config.num_hidden_layers - 1 if args.relations else None)  # fmt: skip
-    start = time.perf_counter()
+    start, resident = time.perf_counter(), reset_peak_memory()
     outputs = run_teacher(teacher, tokenizer, {"text": texts}, request, batch_size=64)
-    seconds = time.perf_counter() - start
+    seconds, peak = time.perf_counter() - start, memory("VmHWM") - resident
     groups = (outputs.hidden, outputs.attentions, outputs.relations)
     stored = sum(p.values.numel() * p.values.element_size() for group in groups for p in group.values())
     expected = sum(bytes_of(lengths, config, args).values())
     print(f"check on {len(texts):,} texts: the cache holds {stored:,} bytes of float16 states; the formula says {expected:,} "
-          f"({'equal' if stored == expected else 'DIFFERENT'}); teacher pass {seconds:.1f} s")  # fmt: skip
-    return {"texts": len(texts), "stored_bytes": stored, "formula_bytes": expected, "teacher_seconds": round(seconds, 1)}
+          f"({'equal' if stored == expected else 'DIFFERENT'}); teacher pass {seconds:.1f} s, "
+          f"peak memory {gb(peak)} above its start ({peak / stored:.2f}x the cache)")  # fmt: skip
+    return {"texts": len(texts), "stored_bytes": stored, "formula_bytes": expected, "teacher_seconds": round(seconds, 1), "peak_bytes": peak}
+
+
+def reset_peak_memory() -> int:
+    """Resets the kernel's peak resident size of this process (Linux: VmHWM) and returns the resident size now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return memory("VmRSS")
+
+
+def memory(field: str) -> int:
+    """A size from /proc/self/status, in bytes."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
 
 def gb(value: int) -> str:

@@ -301,5 +301,6 @@ def test_teacher_cache_size_benchmark_matches_the_real_cache(tmp_path, tiny_clas
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["check"]["stored_bytes"] == result["check"]["formula_bytes"] > 0 and "(equal)" in done.stdout
+    assert result["check"]["peak_bytes"] > 0 and "peak memory" in done.stdout
     assert result["ratio"] > 1.5 and result["texts"] == 600  # synthetic texts are far shorter than 24 pieces
     assert sum(result["sizes"]["padded"].values()) == pytest.approx(result["ratio"] * sum(result["sizes"]["real tokens"].values()))

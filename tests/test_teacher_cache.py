@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import build_tiny_bert
 
-from edgepress.compress.training.packed import LengthMismatch
+from edgepress.compress.training.packed import LengthMismatch, Packed, tokens_of
 from edgepress.compress.training.teacher_cache import CacheRequest, run_teacher, teacher_outputs
 from edgepress.models import load_classifier
 from edgepress.recipe.sections import ModelSection
@@ -65,6 +65,17 @@ def test_a_batch_with_other_token_counts_is_refused(cached):
     mask = torch.ones(2, 6, dtype=torch.long)  # rows 1 and 3 have 4 tokens each, not 6
     with pytest.raises(LengthMismatch, match="must use the teacher's tokenizer and max_seq_length"):
         cached.hidden[1].rows(torch.tensor([1, 3]), mask)
+
+
+def test_the_cache_is_filled_in_place_at_its_final_size():
+    packed = Packed.allocate(torch.tensor([2, 3, 1]), width=4)
+    assert packed.values.shape == (6, 4) and packed.offsets.tolist() == [0, 2, 5, 6]
+    rows = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)
+    packed.put(0, tokens_of(rows, torch.tensor([[1, 1, 0], [1, 1, 1]])))  # texts 0 and 1, padded to 3
+    packed.put(2, tokens_of(rows[:1, :1], torch.tensor([[1]])))
+    assert torch.equal(packed.values.float(), torch.cat([rows[0, :2], rows[1], rows[0, :1]]))
+    with pytest.raises(LengthMismatch, match="other token counts"):
+        packed.put(1, tokens_of(rows[:1], torch.tensor([[1, 1, 0]])))  # text 1 has 3 tokens, not 2
 
 
 def test_the_cache_file_round_trips(teacher, cached, tmp_path):

@@ -34,10 +34,22 @@ class Packed:
     heads: int = 0
 
     @classmethod
-    def of_batches(cls, parts: list[torch.Tensor], sizes: list[torch.Tensor], heads: int = 0) -> "Packed":
-        """Join the per-batch pieces made by ``tokens_of`` or ``maps_of``; ``sizes`` are their rows' element counts."""
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cat(sizes).cumsum(0)])
-        return cls(torch.cat(parts), offsets, heads)
+    def allocate(cls, lengths: torch.Tensor, width: int, heads: int = 0) -> "Packed":
+        """Room for texts of ``lengths`` real tokens, filled batch by batch with ``put``: allocated once
+        at its final size, so building the cache never holds it twice (joining per-batch pieces did,
+        and the allocator kept the freed pieces resident)."""
+        sizes = heads * lengths.long() ** 2 if heads else lengths.long()
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+        shape = (int(offsets[-1]),) if heads else (int(offsets[-1]), width)
+        return cls(torch.empty(shape, dtype=torch.float16), offsets, heads)
+
+    def put(self, start: int, piece: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Rows ``start`` on, as ``tokens_of`` or ``maps_of`` gave them (values, each row's element count)."""
+        values, sizes = piece
+        stop = start + sizes.numel()
+        if not torch.equal(sizes.cpu(), self.offsets[start + 1 : stop + 1] - self.offsets[start:stop]):
+            raise LengthMismatch("the teacher's batch has other token counts than its texts tokenized alone; please report this")
+        self.values[int(self.offsets[start]) : int(self.offsets[stop])] = values
 
     def lengths(self, idx: torch.Tensor) -> torch.Tensor:
         """Real tokens of rows ``idx``."""

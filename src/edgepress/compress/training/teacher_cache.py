@@ -123,12 +123,14 @@ def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], re
     from tqdm.auto import tqdm
 
     count, length, per_token = len(rows["text"]), request.max_length, is_words(rows)
-    parts: dict[tuple[str, object], tuple[list, list]] = {}  # (group, layer or kind) -> per-batch values and row sizes
+    lengths = torch.tensor([len(ids) for ids in encode(tokenizer, rows, length)["input_ids"]])  # each text's real tokens
+    groups = {"hidden": outputs.hidden, "attention": outputs.attentions, "relation": outputs.relations}
 
-    def add(group: str, name: object, piece: tuple[torch.Tensor, torch.Tensor]) -> None:
-        values, sizes = parts.setdefault((group, name), ([], []))
-        values.append(piece[0].half())
-        sizes.append(piece[1])
+    def put(group: str, name: object, start: int, piece: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if name not in groups[group]:  # the width is known from the first batch
+            heads = teacher.config.num_attention_heads if group == "attention" else 0
+            groups[group][name] = Packed.allocate(lengths, piece[0].shape[-1], heads)
+        groups[group][name].put(start, piece)
 
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_size), desc="teacher outputs", unit="batch"):
@@ -145,12 +147,8 @@ def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], re
             else:
                 outputs.logits[start:end] = out.logits.float()
             for layer in request.hidden_layers:  # hidden_states[0] is the embeddings' output
-                add("hidden", layer, tokens_of(out.hidden_states[layer + 1], mask))
+                put("hidden", layer, start, tokens_of(out.hidden_states[layer + 1], mask))
             for layer in request.attention_layers:
-                add("attention", layer, maps_of(out.attentions[layer], mask))
+                put("attention", layer, start, maps_of(out.attentions[layer], mask))
             for kind, value in (capture.outputs if capture else {}).items():
-                add("relation", kind, tokens_of(value, mask))
-    heads = teacher.config.num_attention_heads
-    groups = {"hidden": outputs.hidden, "attention": outputs.attentions, "relation": outputs.relations}
-    for (group, name), (values, sizes) in parts.items():
-        groups[group][name] = Packed.of_batches(values, sizes, heads if group == "attention" else 0)
+                put("relation", kind, start, tokens_of(value, mask))
