@@ -3,7 +3,8 @@ same rounds (ABBA), decides on paired per-round ratios, and re-measures a regres
 
 The slower model is the tiny classifier's ONNX graph plus a chain of MatMuls on the side of its
 logits (benchmarks/gate_noise.py's ``slow_down``), calibrated here with the gate's own paired timer
-to be about 10% slower on the texts the gate times."""
+to be about 20% slower on the texts the gate times. (At 10% slower and 8 rounds, a CI run with the
+other test worker busy on the second core once saw +11.2% at p=0.098 and passed the slower model.)"""
 
 import json
 import shutil
@@ -23,7 +24,7 @@ AB = ["--examples", "16", "--rounds", "8", "--max-seq-length", "24"]
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_classifier, tiny_csv):
-    """(the tiny classifier's ONNX file, a copy about 10% slower, the data)."""
+    """(the tiny classifier's ONNX file, a copy about 20% slower, the data)."""
     from edgepress.recipe.loading import validate_recipe
     from edgepress.running.pipeline import run_recipe
 
@@ -37,7 +38,7 @@ def models(tmp_path_factory, tiny_classifier, tiny_csv):
     model = run_recipe(recipe)[-1].folder / "model_optimized.onnx"
     folder = tmp_path_factory.mktemp("slower") / "model"
     shutil.copytree(model.parent, folder, ignore=shutil.ignore_patterns("*.onnx", "*.ort", "*.data"))
-    return model, _calibrated_slower(model, folder, tiny_csv, 0.10), tiny_csv
+    return model, _calibrated_slower(model, folder, tiny_csv, 0.20), tiny_csv
 
 
 def _calibrated_slower(model: Path, folder: Path, data: Path, target: float) -> Path:
@@ -78,14 +79,14 @@ def test_the_same_model_passes_at_every_thread_count_and_a_slower_one_fails_conf
     assert "latency 1T batch 1" in same.output and "latency 2T batch 1" in same.output and "gate passed: 3 checks compared" in same.output
     assert "ABBA" in same.output  # the order is stated
 
-    args = ["gate", "--base-model", str(model), "--model", str(slower), "--data", str(data), *AB, "--threads", "1", "--max-latency-regression", "5%"]
+    args = ["gate", "--base-model", str(model), "--model", str(slower), "--data", str(data), *AB, "--rounds", "16", "--threads", "1", "--max-latency-regression", "5%"]
     slow = runner.invoke(app, [*args, "--junit", str(tmp_path / "gate.xml"), "--json", str(tmp_path / "gate.json")])
     assert slow.exit_code == 1, slow.output
     assert "regressed: model.onnx: latency 1T batch 1" in slow.output and "confirmed: regressed in all 2 measurements" in slow.output
     record = json.loads((tmp_path / "gate.json").read_text())
     latency = next(c for c in record["checks"] if c["what"] == "latency 1T batch 1")
     assert record["mode"] == "ab" and not record["passed"] and [a["status"] for a in latency["attempts"]] == ["regressed", "regressed"]
-    assert all(0.05 < a["change"] < 0.25 for a in latency["attempts"]) and latency["test"] == "signed-rank test"
+    assert all(0.05 < a["change"] < 0.5 for a in latency["attempts"]) and latency["test"] == "signed-rank test"
     accuracy = next(c for c in record["checks"] if c["what"] == "accuracy")
     assert accuracy["status"] == "ok" and accuracy["baseline"] == accuracy["current"] >= 0.95  # the side chain changes no prediction
     case = next(c for c in ElementTree.parse(tmp_path / "gate.xml").getroot() if c.get("name") == "latency 1T batch 1")
