@@ -47,11 +47,13 @@ def test_recipe_check_accepts_the_shipped_recipe_and_names_a_typo(tmp_path):
     assert result.stderr.strip() == f"error: {bad}: finetune.learning_rat: unknown key (check the spelling; `edgepress recipe show` lists every key)"
 
 
-def test_bad_input_is_one_line_without_traceback_and_debug_shows_it(tmp_path):
+def test_bad_input_is_one_line_without_traceback_and_debug_shows_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder, runs/, is relative to it
     result = invoke("finetune", "--data", str(tmp_path / "missing.csv"), "--model", str(tmp_path))
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "missing.csv does not exist" in result.stderr
+    assert not (tmp_path / "runs").exists()  # no run folder, no lock file, no runs/ left by a run that made nothing
     debug = invoke("--debug", "finetune", "--data", str(tmp_path / "missing.csv"), "--model", str(tmp_path))
     assert debug.exit_code == 1 and "Traceback" in debug.stderr and "DataError" in debug.stderr
 

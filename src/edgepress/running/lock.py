@@ -29,8 +29,10 @@ def run_lock(root: Path) -> Iterator[None]:
     """Hold ``root``'s lock for the block, or raise RunInUseError naming the holder."""
     from filelock import FileLock, Timeout
 
+    made_parent = not root.parent.exists()
     root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(root.parent / f".{root.name}.lock", timeout=0)
+    lock_file = root.parent / f".{root.name}.lock"
+    lock = FileLock(lock_file, timeout=0)
     holder = root.parent / f".{root.name}.lock.json"
     try:
         lock.acquire()
@@ -46,8 +48,17 @@ def run_lock(root: Path) -> Iterator[None]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
-        with contextlib.suppress(OSError):  # a run that wrote nothing (bad data, say) leaves no folder behind
-            root.rmdir()
+        _tidy_if_empty(root, lock_file, made_parent)
+
+
+def _tidy_if_empty(root: Path, lock_file: Path, made_parent: bool) -> None:
+    """A run that wrote nothing (bad data, say) leaves nothing behind: not its folder, not its lock
+    file, and not the output folder it created (``runs/`` in the current directory by default)."""
+    with contextlib.suppress(OSError):
+        root.rmdir()
+        lock_file.unlink()
+        if made_parent:
+            root.parent.rmdir()
 
 
 def _me() -> dict[str, object]:
