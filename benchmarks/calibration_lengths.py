@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 import yaml
-from common import write_result
+from common import log_like_the_cli, write_result
 from recipe_runs import run_stages
 
 
@@ -30,6 +30,7 @@ PADDINGS = ("max_length", "longest")
 
 def main() -> None:
     args = parse_args()
+    log_like_the_cli()
     base = yaml.safe_load(args.recipe.read_text())
     base["export"] = {"max_seq_length": base["finetune"]["max_seq_length"], "mobile": False}
     stages = ["export"] if args.model else ["finetune", "export"]

@@ -19,6 +19,14 @@ def edgepress(*arguments: str) -> None:
     subprocess.run([str(BIN / "edgepress"), *arguments], check=True)
 
 
+def log_like_the_cli() -> None:
+    """For scripts that run stages in this process (``run_recipe``): the same log lines as the
+    ``edgepress`` command prints, without the libraries' own progress bars. Call it first."""
+    from edgepress.cli.app import setup_logging
+
+    setup_logging(debug=False)
+
+
 def stage_folders(run: Path) -> dict[str, Path]:
     """Stage name -> folder of a run, from each folder's manifest."""
     found = {}

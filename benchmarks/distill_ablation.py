@@ -33,13 +33,14 @@ import time
 from pathlib import Path
 
 import yaml
-from common import slug, variant_recipe, write_result
+from common import log_like_the_cli, slug, variant_recipe, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     args = parse_args()
+    log_like_the_cli()
     base = yaml.safe_load(args.recipe.read_text())
     data = {"data.source": str(args.data.resolve())}
     ensemble = [str(p.resolve()) for p in args.ensemble] + [str(t) for t in extra_teachers(base, data, args)]

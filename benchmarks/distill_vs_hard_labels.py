@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import slug, variant_recipe, write_result
+from common import log_like_the_cli, slug, variant_recipe, write_result
 
 from edgepress.running.pipeline import run_recipe
 
@@ -63,6 +63,7 @@ def variants(base: dict, args: argparse.Namespace) -> dict[str, list[str]]:
 
 def main() -> None:
     args = parse_args()
+    log_like_the_cli()
     base = yaml.safe_load(args.recipe.read_text())  # read once: every variant starts from the same recipe
     teacher = args.teacher or fine_tune_teacher(base, args)
     rows = []

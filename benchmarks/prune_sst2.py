@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from common import log_like_the_cli
 from recipe_runs import run_stages
 
 from edgepress.bench.runner import measure
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     args = parse_args()
+    log_like_the_cli()
     base = yaml.safe_load(args.recipe.read_text())
     base["prune"] = yaml.safe_load((ROOT / "recipes" / "bbc-news.yaml").read_text())["prune"]
     base["prune"]["max_seq_length"] = base["distill"]["max_seq_length"]  # SST-2 sentences: 64 tokens

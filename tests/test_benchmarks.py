@@ -68,6 +68,8 @@ def test_distill_ablation_runs_each_technique_alone_and_together(tmp_path, tiny_
     assert (together["rows"], together["phases"], together["teachers"]) == (2 * base["rows"] + 100, 2, 2)
     assert all(0 <= r["test"] <= 1 and r["metric"] == "accuracy" for r in rows.values())
     assert "together" in done.stdout and (tmp_path / "runs" / "ablation-teacher-s43" / "01-finetune").is_dir()
+    # it logs as the edgepress command does: the stages' lines (rich wraps them), not the libraries' bars
+    assert "runningdistill" in "".join(done.stderr.split()) and "Loading weights" not in done.stderr, done.stderr[-2000:]
 
 
 def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classifier, tiny_csv):

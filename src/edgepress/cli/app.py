@@ -56,10 +56,12 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     STATE["debug"] = debug
-    _setup_logging(debug)
+    setup_logging(debug)
 
 
-def _setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool) -> None:
+    """edgepress's INFO lines through rich, the libraries' bars and routine warnings off: for the CLI,
+    and for scripts that run stages in their own process (benchmarks/common.py)."""
     from rich.console import Console
     from rich.logging import RichHandler
 
