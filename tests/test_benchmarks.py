@@ -70,6 +70,7 @@ def test_distill_ablation_runs_each_technique_alone_and_together(tmp_path, tiny_
     assert "together" in done.stdout and (tmp_path / "runs" / "ablation-teacher-s43" / "01-finetune").is_dir()
     # it logs as the edgepress command does: the stages' lines (rich wraps them), not the libraries' bars
     assert "runningdistill" in "".join(done.stderr.split()) and "Loading weights" not in done.stderr, done.stderr[-2000:]
+    assert "ablation-baseline-s42/distill/teacher outputs:" in done.stderr  # the teacher's pass is named like the training bars
 
 
 def test_prune_benchmark_measures_both_students_in_one_run(tmp_path, tiny_classifier, tiny_csv):

@@ -119,6 +119,15 @@ def run_teacher(
     return outputs
 
 
+def _bar_name() -> str:
+    """Named like the stage's training bars (``<run>/distill/teacher outputs``), so a log with several
+    runs says whose teacher pass this is."""
+    from edgepress.running.scope import current
+
+    scope = current()
+    return f"{scope.label}/teacher outputs" if scope else "teacher outputs"
+
+
 def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], request: CacheRequest, batch_size: int, capture) -> None:
     from tqdm.auto import tqdm
 
@@ -133,7 +142,7 @@ def _fill(outputs: TeacherOutputs, teacher, tokenizer, rows: dict[str, list], re
         groups[group][name].put(start, piece)
 
     with torch.inference_mode():
-        for start in tqdm(range(0, count, batch_size), desc="teacher outputs", unit="batch"):
+        for start in tqdm(range(0, count, batch_size), desc=_bar_name(), unit="batch"):
             batch = text_slice(rows, start, start + batch_size)
             inputs = encode(tokenizer, batch, length, padding=True, return_tensors="pt")
             out = teacher(
